@@ -1,0 +1,150 @@
+//! Reading inputs (gzip detected by content, progress on a terminal) and writing JSONL atomically.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use flate2::read::MultiGzDecoder;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use super::error::{BadInput, Location};
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Opens a file for reading, decompressing it when its first bytes are the gzip magic (whatever its name).
+/// A progress bar follows the compressed bytes read; it draws only when stderr is a terminal.
+pub fn open(path: &Path) -> Result<Box<dyn BufRead>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = progress_bar(len, path);
+    let mut raw = BufReader::with_capacity(1 << 20, bar.wrap_read(file));
+    let is_gz = raw.fill_buf().with_context(|| format!("cannot read {}", path.display()))?.starts_with(&GZIP_MAGIC);
+    Ok(if is_gz { Box::new(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(raw))) } else { Box::new(raw) })
+}
+
+/// Reads a whole (possibly gzipped) file into memory: for formats that are one JSON document.
+pub fn read_all(path: &Path) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    open(path)?.read_to_end(&mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(bytes)
+}
+
+fn progress_bar(len: u64, path: &Path) -> ProgressBar {
+    // Small files finish before a bar would be useful.
+    if len < (8 << 20) {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    bar
+}
+
+/// Lines of a text file, numbered from 1, each checked to be UTF-8. Line endings (`\n`, `\r\n`) are removed.
+pub struct Lines {
+    path: PathBuf,
+    reader: Box<dyn BufRead>,
+    buf: Vec<u8>,
+    number: u64,
+}
+
+impl Lines {
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Lines { path: path.to_path_buf(), reader: open(path)?, buf: Vec::new(), number: 0 })
+    }
+
+    /// The next line and its number; `Ok(None)` at the end. Invalid UTF-8 is a `BadInput` for that line.
+    pub fn next_line(&mut self) -> Result<Option<(u64, Result<&str, BadInput>)>> {
+        self.buf.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.buf)
+            .with_context(|| format!("{}: read error after line {}", self.path.display(), self.number))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.number += 1;
+        let mut end = self.buf.len();
+        if self.buf[..end].ends_with(b"\n") {
+            end -= 1;
+        }
+        if self.buf[..end].ends_with(b"\r") {
+            end -= 1;
+        }
+        let line = std::str::from_utf8(&self.buf[..end]).map_err(|e| {
+            BadInput::new(
+                Location::line(&self.path, self.number),
+                "invalid UTF-8",
+                format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()),
+            )
+        });
+        Ok(Some((self.number, line)))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A JSONL output written to a temporary file beside the target and renamed into place by `commit`,
+/// so that a failed run leaves no half-written output.
+pub struct JsonlWriter {
+    path: PathBuf,
+    out: BufWriter<tempfile::NamedTempFile>,
+    count: u64,
+}
+
+impl JsonlWriter {
+    pub fn create(path: &Path) -> Result<Self> {
+        let tmp = temp_beside(path)?;
+        Ok(JsonlWriter { path: path.to_path_buf(), out: BufWriter::with_capacity(1 << 20, tmp), count: 0 })
+    }
+
+    pub fn write<T: Serialize>(&mut self, value: &T) -> Result<()> {
+        serde_json::to_writer(&mut self.out, value).map_err(io::Error::from).and_then(|_| self.out.write_all(b"\n"))
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Flushes and renames the temporary file onto the target path.
+    pub fn commit(self) -> Result<u64> {
+        let path = self.path;
+        let tmp = self.out.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot write {}", path.display()))?;
+        tmp.as_file().sync_all().with_context(|| format!("cannot write {}", path.display()))?;
+        tmp.persist(&path).map_err(|e| e.error).with_context(|| format!("cannot move output into place at {}", path.display()))?;
+        Ok(self.count)
+    }
+}
+
+/// Writes a whole text file atomically (temporary file in the same folder, then rename).
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let mut tmp = temp_beside(path)?;
+    tmp.write_all(contents).with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot move output into place at {}", path.display()))?;
+    Ok(())
+}
+
+/// A temporary file in the target's folder (created if missing), so that the final rename stays on one file system.
+fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
+    tempfile::Builder::new()
+        .prefix(".deepsynth-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))
+}

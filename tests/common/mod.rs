@@ -1,0 +1,69 @@
+//! Helpers shared by the integration tests: run the built binary, read JSONL output.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use deepsynth::data::Record;
+
+/// The repository root (fixtures under `data/` and `tests/fixtures/`).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs the deepsynth binary with `args`; returns its output whatever the exit code.
+pub fn deepsynth<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Command::new(env!("CARGO_BIN_EXE_deepsynth")).args(args).output().expect("run deepsynth")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs deepsynth and asserts success, returning stderr.
+pub fn ok<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = deepsynth(args);
+    assert!(out.status.success(), "deepsynth failed: {}", stderr(&out));
+    stderr(&out)
+}
+
+/// Runs deepsynth and asserts exit code 1 (a reported failure, not a panic), returning stderr.
+pub fn fails<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = deepsynth(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "expected exit 1, got {:?}: {err}", out.status.code());
+    assert!(!err.contains("panicked"), "panic: {err}");
+    err
+}
+
+pub fn read_records(path: &Path) -> Vec<Record> {
+    let text = std::fs::read_to_string(path).expect("read output");
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad output line {l}: {e}"))).collect()
+}
+
+/// The files in a folder, to check that a failed run left nothing behind (no output, no temp file).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
