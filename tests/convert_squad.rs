@@ -89,7 +89,14 @@ fn truncated_json_fails_naming_file_line_and_leaves_nothing() {
     let out = outdir.join("out.jsonl");
     for policy in ["fail", "skip"] {
         let err = fails([
-            "convert", "squad", "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap(), "--on-error", policy,
+            "convert",
+            "squad",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--on-error",
+            policy,
         ]);
         assert!(err.contains("broken.json:1:"), "{err}");
         assert!(err.contains("truncated JSON"), "{err}");

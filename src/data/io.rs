@@ -107,7 +107,9 @@ impl JsonlWriter {
     }
 
     pub fn write<T: Serialize>(&mut self, value: &T) -> Result<()> {
-        serde_json::to_writer(&mut self.out, value).map_err(io::Error::from).and_then(|_| self.out.write_all(b"\n"))
+        serde_json::to_writer(&mut self.out, value)
+            .map_err(io::Error::from)
+            .and_then(|_| self.out.write_all(b"\n"))
             .with_context(|| format!("cannot write {}", self.path.display()))?;
         self.count += 1;
         Ok(())
@@ -120,9 +122,15 @@ impl JsonlWriter {
     /// Flushes and renames the temporary file onto the target path.
     pub fn commit(self) -> Result<u64> {
         let path = self.path;
-        let tmp = self.out.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot write {}", path.display()))?;
+        let tmp = self
+            .out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("cannot write {}", path.display()))?;
         tmp.as_file().sync_all().with_context(|| format!("cannot write {}", path.display()))?;
-        tmp.persist(&path).map_err(|e| e.error).with_context(|| format!("cannot move output into place at {}", path.display()))?;
+        tmp.persist(&path)
+            .map_err(|e| e.error)
+            .with_context(|| format!("cannot move output into place at {}", path.display()))?;
         Ok(self.count)
     }
 }
@@ -131,7 +139,9 @@ impl JsonlWriter {
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let mut tmp = temp_beside(path)?;
     tmp.write_all(contents).with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot move output into place at {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot move output into place at {}", path.display()))?;
     Ok(())
 }
 

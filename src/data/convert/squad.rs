@@ -69,7 +69,9 @@ fn convert_file(path: &Path, sink: &mut Sink) -> Result<()> {
     // A broken document cannot be skipped past: it is an error whatever --on-error says.
     let file: SquadFile = serde_json::from_slice(&bytes).map_err(|e| {
         let mut bad = BadInput::json(path, 1, &e);
-        bad.message.push_str(" (expected a SQuAD v1.1/v2.0 JSON file: {\"data\": [{\"paragraphs\": [{\"context\", \"qas\"}]}]})");
+        bad.message.push_str(
+            " (expected a SQuAD v1.1/v2.0 JSON file: {\"data\": [{\"paragraphs\": [{\"context\", \"qas\"}]}]})",
+        );
         bad
     })?;
     for (a, article) in file.data.iter().enumerate() {
@@ -129,7 +131,8 @@ fn answer_at(context: &str, ascii: bool, start: Option<i64>, text: &str) -> bool
     let Some(start) = start.and_then(|s| usize::try_from(s).ok()) else {
         return false;
     };
-    let byte = if ascii { Some(start) } else { context.char_indices().map(|(b, _)| b).chain([context.len()]).nth(start) };
+    let byte =
+        if ascii { Some(start) } else { context.char_indices().map(|(b, _)| b).chain([context.len()]).nth(start) };
     byte.and_then(|b| context.get(b..)).is_some_and(|rest| rest.starts_with(text))
 }
 
