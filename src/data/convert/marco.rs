@@ -1,9 +1,472 @@
-//! Not built yet.
+//! MS MARCO QA: v2.1 (one columnar JSON object, as pandas writes it) and v1.1 (JSON lines).
+//!
+//! v2.1 is `{column: {row key: value}}` and can be ~1 GB gzipped, with its columns and rows in any order.
+//! It is read in two streaming passes so that memory holds only the small columns: pass 1 keeps `query`,
+//! `query_id`, `answers` and `wellFormedAnswers` by row key and skips `passages`; pass 2 streams `passages`
+//! and writes each record as soon as its passages are read, so the output follows the passages column.
+//!
+//! `text` is the passages joined by a blank line; golds are `answers` without "No Answer Present.", then
+//! `wellFormedAnswers` (a list, or the string "[]" for none).
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::ControlFlow;
+use std::path::Path;
 
 use anyhow::Result;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::{ConvertOptions, Sink};
+use crate::data::error::{BadInput, Location};
+use crate::data::io;
+use crate::data::record::Record;
 
-pub fn convert(_opts: &ConvertOptions, _sink: &mut Sink) -> Result<()> {
-    anyhow::bail!("`deepsynth convert marco` is not built yet")
+const SOURCE: &str = "marco";
+/// MS MARCO's answer for a question its passages do not answer: not a gold.
+const NO_ANSWER: &str = "No Answer Present.";
+const EXPECTED: &str =
+    "expected MS MARCO v2.1 JSON {\"passages\": {row: [...]}, \"query\": {row: \"...\"}, ...} or v1.1 JSON lines";
+
+#[derive(Deserialize)]
+struct Passage<'a> {
+    #[serde(borrow)]
+    passage_text: Cow<'a, str>,
+}
+
+/// One v1.1 line (`query_type` and the passages' `url`/`is_selected` are not needed).
+#[derive(Deserialize)]
+struct LineRecord<'a> {
+    #[serde(borrow)]
+    answers: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    passages: Vec<Passage<'a>>,
+    #[serde(borrow)]
+    query: Cow<'a, str>,
+    query_id: u64,
+}
+
+pub fn convert(opts: &ConvertOptions, sink: &mut Sink) -> Result<()> {
+    for path in &opts.inputs {
+        if sink.is_full() {
+            break;
+        }
+        match layout(path)? {
+            Layout::Columnar => convert_columnar(path, sink)?,
+            Layout::Lines => convert_lines(path, sink)?,
+        }
+    }
+    Ok(())
+}
+
+/// The record for one question, or the field that makes it unusable and why.
+fn record<'a>(
+    id: u64,
+    query: &str,
+    passages: &[Passage],
+    golds: impl IntoIterator<Item = Cow<'a, str>>,
+) -> Result<Record, (&'static str, &'static str)> {
+    if query.trim().is_empty() {
+        return Err(("query", "empty query"));
+    }
+    if passages.is_empty() {
+        return Err(("passages", "no passages"));
+    }
+    let text = passages.iter().map(|p| p.passage_text.as_ref()).collect::<Vec<_>>().join("\n\n");
+    let golds = golds.into_iter().filter(|g| g.trim() != NO_ANSWER).map(Cow::into_owned);
+    Ok(Record::new(id.to_string(), SOURCE, text, query, golds))
+}
+
+// ---- Which layout a file has ----
+
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    /// v2.1: one object of columns.
+    Columnar,
+    /// v1.1: one record per line.
+    Lines,
+}
+
+/// Both layouts start with `{`; in v2.1 the first key's value is an object of rows, in a v1.1 record it
+/// never is. Parsing stops at that value's first byte, so a broken v1.1 first line is still read as v1.1.
+fn layout(path: &Path) -> Result<Layout> {
+    let found = Cell::new(None);
+    let result = serde_json::Deserializer::from_reader(io::open(path)?).deserialize_map(FirstValue(&found));
+    match (found.get(), result) {
+        (Some(layout), _) => Ok(layout),
+        // `{}`: no column to find; the columnar reader says what is missing.
+        (None, Ok(())) => Ok(Layout::Columnar),
+        (None, Err(e)) => Err(with_expected(BadInput::json(path, 1, &e)).into()),
+    }
+}
+
+/// Reads the top-level object up to its first value's first byte, noting the layout in the cell; it
+/// always ends with an error once the layout is known, so that nothing more is read.
+struct FirstValue<'c>(&'c Cell<Option<Layout>>);
+
+impl<'de> Visitor<'de> for FirstValue<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        if map.next_key::<IgnoredAny>()?.is_none() {
+            return Ok(());
+        }
+        // Anything but an object (a list, a string, a number, even broken JSON) means a v1.1 line.
+        self.0.set(Some(Layout::Lines));
+        map.next_value_seed(ObjectProbe(self.0))
+    }
+}
+
+struct ObjectProbe<'c>(&'c Cell<Option<Layout>>);
+
+impl<'de> DeserializeSeed<'de> for ObjectProbe<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectProbe<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a column object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        self.0.set(Some(Layout::Columnar));
+        Err(de::Error::custom(STOP))
+    }
+}
+
+fn with_expected(mut bad: BadInput) -> BadInput {
+    bad.message.push_str(&format!(" ({EXPECTED})"));
+    bad
+}
+
+// ---- v1.1: JSON lines ----
+
+fn convert_lines(path: &Path, sink: &mut Sink) -> Result<()> {
+    let mut lines = io::Lines::open(path)?;
+    while let Some((n, line)) = lines.next_line()? {
+        let line = match line {
+            Ok(line) if line.trim().is_empty() => continue,
+            Ok(line) => line,
+            Err(bad) => {
+                sink.reject(bad)?;
+                continue;
+            }
+        };
+        let rec: LineRecord = match serde_json::from_str(line) {
+            Ok(rec) => rec,
+            Err(e) => {
+                sink.reject(BadInput::json(path, n, &e))?;
+                continue;
+            }
+        };
+        match record(rec.query_id, &rec.query, &rec.passages, rec.answers) {
+            Ok(record) => sink.emit(&record)?,
+            Err((field, kind)) => sink.reject(BadInput::new(Location::line(path, n).field(field), kind, kind))?,
+        }
+        if sink.is_full() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+// ---- v2.1: columns ----
+
+/// The columns read in pass 1, each a field of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Query,
+    QueryId,
+    Answers,
+    WellFormedAnswers,
+}
+
+impl Field {
+    const ALL: [Field; 4] = [Field::Query, Field::QueryId, Field::Answers, Field::WellFormedAnswers];
+
+    fn name(self) -> &'static str {
+        match self {
+            Field::Query => "query",
+            Field::QueryId => "query_id",
+            Field::Answers => "answers",
+            Field::WellFormedAnswers => "wellFormedAnswers",
+        }
+    }
+}
+
+const PASSAGES: &str = "passages";
+
+/// A row's small columns. A value of the wrong type is kept as the row's error, reported (or skipped) in
+/// pass 2 when the row's passages come, so that one bad row does not stop the file.
+#[derive(Default)]
+struct Row {
+    query: Option<Box<str>>,
+    id: Option<u64>,
+    answers: Option<Vec<String>>,
+    well_formed: Option<Vec<String>>,
+    bad: Option<Box<BadInput>>,
+}
+
+impl Row {
+    fn has(&self, field: Field) -> bool {
+        match field {
+            Field::Query => self.query.is_some(),
+            Field::QueryId => self.id.is_some(),
+            Field::Answers => self.answers.is_some(),
+            Field::WellFormedAnswers => self.well_formed.is_some(),
+        }
+    }
+
+    fn set(&mut self, field: Field, raw: &RawValue) -> serde_json::Result<()> {
+        let text = raw.get();
+        match field {
+            Field::Query => self.query = Some(serde_json::from_str::<String>(text)?.into()),
+            Field::QueryId => self.id = Some(serde_json::from_str(text)?),
+            Field::Answers => self.answers = Some(serde_json::from_str(text)?),
+            Field::WellFormedAnswers => {
+                self.well_formed = Some(match serde_json::from_str::<Vec<String>>(text) {
+                    Ok(list) => list,
+                    // pandas wrote most rows' empty list as a string.
+                    Err(_) if serde_json::from_str::<&str>(text).is_ok_and(|s| s == "[]") => Vec::new(),
+                    Err(_) => {
+                        return Err(de::Error::custom(format!("expected a list of strings or \"[]\", found {text}")))
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A value of the wrong type inside a row, placed by row key and column (the parser's position is only
+/// relative to the value).
+fn bad_value(path: &Path, key: &str, field: &str, err: &serde_json::Error) -> BadInput {
+    BadInput { location: row_location(path, key, field), ..BadInput::json(path, 1, err) }
+}
+
+fn row_location(path: &Path, key: &str, field: &str) -> Location {
+    Location::file(path).within(format!("row {key:?}")).field(field)
+}
+
+/// What pass 1 learns: the small columns by row key, and which optional columns the file has
+/// (the eval file has neither `answers` nor `wellFormedAnswers`).
+#[derive(Default)]
+struct Columns {
+    rows: HashMap<Box<str>, Row>,
+    present: Vec<Field>,
+    has_passages: bool,
+}
+
+fn convert_columnar(path: &Path, sink: &mut Sink) -> Result<()> {
+    let columns = read_columns(path)?;
+    for required in [Some(Field::Query), Some(Field::QueryId), None] {
+        let found = match required {
+            Some(field) => columns.present.contains(&field),
+            None => columns.has_passages,
+        };
+        if !found {
+            let name = required.map_or(PASSAGES, Field::name);
+            let bad = BadInput::new(Location::file(path), "missing column", format!("no `{name}` column"));
+            return Err(with_expected(bad).into());
+        }
+    }
+    stream_passages(path, columns, sink)
+}
+
+/// Pass 1. A syntax error anywhere is fatal whatever `--on-error` says: the parser cannot find the next
+/// row after it. Checking the whole file here also means pass 2 writes nothing from a broken file.
+fn read_columns(path: &Path) -> Result<Columns> {
+    let mut de = serde_json::Deserializer::from_reader(io::open(path)?);
+    let mut columns = Columns::default();
+    de.deserialize_map(ColumnsVisitor { path, columns: &mut columns })
+        .and_then(|()| de.end())
+        .map_err(|e| with_expected(BadInput::json(path, 1, &e)))?;
+    Ok(columns)
+}
+
+struct ColumnsVisitor<'a> {
+    path: &'a Path,
+    columns: &'a mut Columns,
+}
+
+impl<'de> Visitor<'de> for ColumnsVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of columns")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let (path, columns) = (self.path, self.columns);
+        while let Some(name) = map.next_key::<Cow<str>>()? {
+            if name == PASSAGES {
+                // Checked to be a column of rows, not kept.
+                map.next_value_seed(Column::new(|_, _: IgnoredAny| ControlFlow::Continue(())))?;
+                columns.has_passages = true;
+                continue;
+            }
+            let Some(field) = Field::ALL.into_iter().find(|f| f.name() == name) else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            let rows = &mut columns.rows;
+            map.next_value_seed(Column::new(|key: String, raw: Box<RawValue>| {
+                let row = rows.entry(Box::from(key.as_str())).or_default();
+                if let Err(e) = row.set(field, &raw) {
+                    // The first bad field of a row is the one reported.
+                    row.bad.get_or_insert_with(|| Box::new(bad_value(path, &key, field.name(), &e)));
+                }
+                ControlFlow::Continue(())
+            }))?;
+            columns.present.push(field);
+        }
+        Ok(())
+    }
+}
+
+/// Pass 2: streams the passages column and writes each row's record as soon as its passages are read.
+fn stream_passages(path: &Path, mut columns: Columns, sink: &mut Sink) -> Result<()> {
+    let mut failure = None;
+    let mut done = false;
+    let mut de = serde_json::Deserializer::from_reader(io::open(path)?);
+    let rows = Column::new(|key: String, raw: Box<RawValue>| match emit_row(path, &mut columns, sink, &key, &raw) {
+        Err(e) => {
+            failure = Some(e);
+            ControlFlow::Break(())
+        }
+        Ok(()) if sink.is_full() => ControlFlow::Break(()),
+        Ok(()) => ControlFlow::Continue(()),
+    });
+    let result = de.deserialize_map(PassagesVisitor { rows, done: &mut done });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if sink.is_full() {
+        return Ok(());
+    }
+    if let (false, Err(e)) = (done, result) {
+        // Pass 1 read the whole file, so only a read error (or a file changed since) ends up here.
+        return Err(BadInput::json(path, 1, &e).into());
+    }
+    let mut left: Vec<(Box<str>, Row)> = columns.rows.into_iter().collect();
+    // Row keys are numbers written as strings: sort them as numbers.
+    left.sort_by(|(a, _), (b, _)| (a.len(), a).cmp(&(b.len(), b)));
+    for (key, _) in left {
+        let at = row_location(path, &key, PASSAGES);
+        sink.reject(BadInput::new(at, "missing field", "row has no `passages`"))?;
+    }
+    Ok(())
+}
+
+fn emit_row(path: &Path, columns: &mut Columns, sink: &mut Sink, key: &str, raw: &RawValue) -> Result<()> {
+    let mut row = columns.rows.remove(key).unwrap_or_default();
+    if let Some(bad) = row.bad.take() {
+        return sink.reject(*bad);
+    }
+    let missing = |field: Field| {
+        let message = format!("row has passages but no `{}`", field.name());
+        BadInput::new(row_location(path, key, field.name()), "missing field", message)
+    };
+    let (Some(query), Some(id)) = (row.query.as_deref(), row.id) else {
+        return sink.reject(missing(if row.query.is_none() { Field::Query } else { Field::QueryId }));
+    };
+    if let Some(&field) = columns.present.iter().find(|&&f| !row.has(f)) {
+        return sink.reject(missing(field));
+    }
+    let passages: Vec<Passage> = match serde_json::from_str(raw.get()) {
+        Ok(passages) => passages,
+        Err(e) => return sink.reject(bad_value(path, key, PASSAGES, &e)),
+    };
+    let golds = row.answers.into_iter().chain(row.well_formed).flatten().map(Cow::Owned);
+    match record(id, query, &passages, golds) {
+        Ok(record) => sink.emit(&record)?,
+        Err((field, kind)) => return sink.reject(BadInput::new(row_location(path, key, field), kind, kind)),
+    }
+    if !columns.present.contains(&Field::Answers) {
+        sink.note("questions without gold answers (the file has no `answers` column, as in eval)");
+    }
+    Ok(())
+}
+
+/// The top-level object in pass 2: skips to the passages column, streams it, and stops there.
+struct PassagesVisitor<'d, C> {
+    rows: C,
+    done: &'d mut bool,
+}
+
+impl<'de, C: DeserializeSeed<'de, Value = ()>> Visitor<'de> for PassagesVisitor<'_, C> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of columns")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(name) = map.next_key::<Cow<str>>()? {
+            if name == PASSAGES {
+                map.next_value_seed(self.rows)?;
+                *self.done = true;
+                // The columns after it were read in pass 1.
+                return Err(de::Error::custom(STOP));
+            }
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
+    }
+}
+
+/// The error a visitor returns to stop the parser early; callers know from their own state why.
+const STOP: &str = "stopped reading";
+
+/// One column `{row key: value}`, streamed: each row goes to `each` as soon as it is read, and
+/// `Break` stops the parse.
+struct Column<V, F> {
+    each: F,
+    value: PhantomData<V>,
+}
+
+impl<V, F: FnMut(String, V) -> ControlFlow<()>> Column<V, F> {
+    fn new(each: F) -> Self {
+        Column { each, value: PhantomData }
+    }
+}
+
+impl<'de, V: Deserialize<'de>, F: FnMut(String, V) -> ControlFlow<()>> DeserializeSeed<'de> for Column<V, F> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, V: Deserialize<'de>, F: FnMut(String, V) -> ControlFlow<()>> Visitor<'de> for Column<V, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a column: an object {row key: value}")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value::<V>()?;
+            if (self.each)(key, value).is_break() {
+                return Err(de::Error::custom(STOP));
+            }
+        }
+        Ok(())
+    }
 }
