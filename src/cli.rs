@@ -6,6 +6,9 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::data::convert::{self, ConvertOptions, Dataset, OnError};
+use crate::data::mix::{self, WeightedInput};
+use crate::data::split::{self, Fractions};
+use crate::data::validate::{self, Limits};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -94,13 +97,67 @@ pub struct ConvertArgs {
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
     /// Mix several JSONL files with weights, drop duplicates, shuffle (seeded).
-    Mix(NotBuiltArgs),
+    Mix(MixArgs),
     /// Split one JSONL file into train/validation/test, stratified by source.
-    Split(NotBuiltArgs),
+    Split(SplitArgs),
     /// Check a JSONL file against the record schema; exit non-zero when invalid.
-    Validate(NotBuiltArgs),
+    Validate(ValidateArgs),
     /// Generate synthetic reading pages with random facts and questions about them.
     Synth(NotBuiltArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Records whose text and instruction match after Unicode lower-casing and whitespace \
+                        collapsing are duplicates: the first in input order is kept, before weights apply. \
+                        Summary on stderr.")]
+pub struct MixArgs {
+    /// Input record file(s), plain or gzip, each as PATH or PATH:WEIGHT (WEIGHT a number >= 0, default 1).
+    /// An input of n records gives round(WEIGHT*n): 1 every record once, 2 every record twice, 0.5 a
+    /// seeded random half; a fractional part is sampled without replacement (2.5: all twice, plus half).
+    /// The split is at the last ':' and only when a number follows, so paths holding ':' work as they are.
+    #[arg(long, short, num_args = 1.., required = true, value_name = "PATH[:WEIGHT]")]
+    pub input: Vec<WeightedInput>,
+    /// Output JSONL file (written to a temporary file, then renamed into place).
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Seed for the weighted sampling and the shuffle.
+    #[arg(long, default_value_t = convert::DEFAULT_SEED)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Each source's records are shuffled (seeded) and cut by the fractions, rounded so \
+                        that the counts add up (largest remainders); each output keeps the input's order.")]
+pub struct SplitArgs {
+    /// Input record file, plain or gzip.
+    #[arg(long, short)]
+    pub input: PathBuf,
+    /// Folder for train.jsonl, validation.jsonl and test.jsonl (created if missing).
+    #[arg(long)]
+    pub output_dir: PathBuf,
+    /// Train, validation and test fractions: non-negative, summing to 1 (else a usage error, exit 2).
+    #[arg(long, default_value_t = Fractions::default(), value_name = "TRAIN,VALIDATION,TEST")]
+    pub fractions: Fractions,
+    /// Seed for the shuffle within each source.
+    #[arg(long, default_value_t = convert::DEFAULT_SEED)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Prints \"valid: N records\" and exits 0 on a clean file; otherwise prints counts per \
+                        problem kind and the first problems (file:line, field) and exits 1.")]
+pub struct ValidateArgs {
+    /// Record file to check, plain or gzip.
+    pub file: PathBuf,
+    /// Longest `text` accepted, in characters.
+    #[arg(long, default_value_t = validate::DEFAULT_MAX_TEXT_CHARS)]
+    pub max_text_chars: usize,
+    /// Longest `instruction` accepted, in characters.
+    #[arg(long, default_value_t = validate::DEFAULT_MAX_INSTRUCTION_CHARS)]
+    pub max_instruction_chars: usize,
+    /// Longest `answer` (and each of `answers`) accepted, in characters.
+    #[arg(long, default_value_t = validate::DEFAULT_MAX_ANSWER_CHARS)]
+    pub max_answer_chars: usize,
 }
 
 fn not_built(what: &str) -> Result<()> {
@@ -111,9 +168,9 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Convert(args) => run_convert(args),
         Command::Data(cmd) => match cmd {
-            DataCommand::Mix(_) => not_built("data mix"),
-            DataCommand::Split(_) => not_built("data split"),
-            DataCommand::Validate(_) => not_built("data validate"),
+            DataCommand::Mix(args) => run_mix(args),
+            DataCommand::Split(args) => run_split(args),
+            DataCommand::Validate(args) => run_validate(args),
             DataCommand::Synth(_) => not_built("data synth"),
         },
         Command::Init(_) => not_built("init"),
@@ -144,5 +201,27 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
     for example in &summary.skipped_examples {
         eprintln!("  skipped: {example}");
     }
+    Ok(())
+}
+
+fn run_mix(args: MixArgs) -> Result<()> {
+    let summary = mix::mix(&args.input, &args.output, args.seed)?;
+    eprintln!("deepsynth data mix -> {}: {summary}", args.output.display());
+    Ok(())
+}
+
+fn run_split(args: SplitArgs) -> Result<()> {
+    let summary = split::split(&args.input, &args.output_dir, args.fractions, args.seed)?;
+    eprintln!("deepsynth data split -> {}: {summary}", args.output_dir.display());
+    Ok(())
+}
+
+fn run_validate(args: ValidateArgs) -> Result<()> {
+    let limits =
+        Limits { text: args.max_text_chars, instruction: args.max_instruction_chars, answer: args.max_answer_chars };
+    let report = validate::validate(&args.file, limits)?;
+    // The report is the command's output (stdout); the exit code says whether the file is clean.
+    println!("{report}");
+    anyhow::ensure!(report.is_clean(), "{} is not valid: {} problems", args.file.display(), report.problem_total());
     Ok(())
 }

@@ -3,7 +3,11 @@
 pub mod convert;
 pub mod error;
 pub mod io;
+pub mod jsonl;
+pub mod mix;
 pub mod record;
+pub mod split;
+pub mod validate;
 
 pub use error::{BadInput, Location};
 pub use record::Record;
