@@ -71,6 +71,21 @@ def marco(inp, out):
         write(out, record(str(cols["query_id"][key]), "marco", text, cols["query"][key], golds))
 
 
+def is_html(tok):
+    inner = tok[1:-1].lstrip("/") if len(tok) >= 2 and tok[0] == "<" and tok[-1] == ">" else ""
+    return inner[:1].isascii() and inner[:1].isalpha()
+
+
+def truncate(text, max_chars):
+    """At most max_chars characters, cut at the last whitespace before the limit when there is one."""
+    if len(text) <= max_chars:
+        return text
+    head = text[:max_chars]
+    space = max((i for i, c in enumerate(head) if c.isspace()), default=-1)
+    end = space if not text[max_chars].isspace() and space > 0 else max_chars
+    return text[:end].rstrip()
+
+
 def nq(inp, out, max_chars=20000):
     with open_input(inp) as f:
         for line in f:
@@ -78,10 +93,10 @@ def nq(inp, out, max_chars=20000):
             if "document_tokens" in ex:
                 toks = [(t["token"], t["html_token"]) for t in ex["document_tokens"]]
             else:
-                toks = [(t, t.startswith("<") and t.endswith(">")) for t in ex["document_text"].split(" ")]
+                toks = [(t, is_html(t)) for t in ex["document_text"].split(" ")]
 
             def span(s, e):
-                return " ".join(t for t, html in toks[s:e] if not html)
+                return " ".join(t for t, html in toks[s:e] if t and not html)
 
             shorts, yes_no, longs, para = [], [], [], None
             for ann in ex["annotations"]:
@@ -98,11 +113,7 @@ def nq(inp, out, max_chars=20000):
                         para = text
             golds = shorts or yes_no or longs
             if para is None:
-                para = span(0, len(toks))
-                if len(para) > max_chars:
-                    cut = para[:max_chars]
-                    ws = cut.rfind(" ")
-                    para = cut[:ws] if ws > 0 else cut
+                para = truncate(span(0, len(toks)), max_chars)
             write(out, record(str(ex["example_id"]), "nq", para, ex["question_text"], golds))
 
 
