@@ -254,33 +254,20 @@ struct BeirLine {
 
 /// Reads a BEIR JSONL file, handing each line's `_id` and `text` to `add`. Blank lines are passed over.
 fn read_beir_jsonl(path: &Path, sink: &mut Sink, mut add: impl FnMut(&mut Sink, &str, String)) -> Result<()> {
-    let mut lines = io::Lines::open(path)?;
-    while let Some((n, line)) = lines.next_line()? {
-        let line = match line {
-            Ok(line) if line.trim().is_empty() => continue,
-            Ok(line) => line,
-            Err(bad) => {
-                sink.reject(bad)?;
-                continue;
-            }
-        };
-        let parsed: BeirLine = match serde_json::from_str(line) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                sink.reject(BadInput::json(path, n, &e))?;
-                continue;
-            }
-        };
+    sink.each_line(path, |sink, n, line| {
+        let Some(parsed) = sink.parse_line::<BeirLine>(path, n, line)? else { return Ok(()) };
         match (parsed.id.filter(|id| !id.is_empty()), parsed.text) {
-            (Some(id), Some(text)) => add(sink, &id, text),
+            (Some(id), Some(text)) => {
+                add(sink, &id, text);
+                Ok(())
+            }
             (id, _) => {
                 let field = if id.is_none() { "_id" } else { "text" };
                 let at = Location::line(path, n).field(field);
-                sink.reject(BadInput::new(at, "missing field", format!("missing or empty `{field}`")))?;
+                sink.reject(BadInput::new(at, "missing field", format!("missing or empty `{field}`")))
             }
         }
-    }
-    Ok(())
+    })
 }
 
 /// Reads a tab-separated file with Python's (and pandas') default quoting: the first row must be `header`,

@@ -156,32 +156,13 @@ fn with_expected(mut bad: BadInput) -> BadInput {
 // ---- v1.1: JSON lines ----
 
 fn convert_lines(path: &Path, sink: &mut Sink) -> Result<()> {
-    let mut lines = io::Lines::open(path)?;
-    while let Some((n, line)) = lines.next_line()? {
-        let line = match line {
-            Ok(line) if line.trim().is_empty() => continue,
-            Ok(line) => line,
-            Err(bad) => {
-                sink.reject(bad)?;
-                continue;
-            }
-        };
-        let rec: LineRecord = match serde_json::from_str(line) {
-            Ok(rec) => rec,
-            Err(e) => {
-                sink.reject(BadInput::json(path, n, &e))?;
-                continue;
-            }
-        };
+    sink.each_line(path, |sink, n, line| {
+        let Some(rec) = sink.parse_line::<LineRecord>(path, n, line)? else { return Ok(()) };
         match record(rec.query_id, &rec.query, &rec.passages, rec.answers) {
-            Ok(record) => sink.emit(&record)?,
-            Err((field, kind)) => sink.reject(BadInput::new(Location::line(path, n).field(field), kind, kind))?,
+            Ok(record) => sink.emit(&record),
+            Err((field, kind)) => sink.reject(BadInput::new(Location::line(path, n).field(field), kind, kind)),
         }
-        if sink.is_full() {
-            break;
-        }
-    }
-    Ok(())
+    })
 }
 
 // ---- v2.1: columns ----

@@ -10,12 +10,12 @@ pub mod squad;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
 use super::error::BadInput;
-use super::io::JsonlWriter;
+use super::io::{JsonlWriter, Lines};
 use super::record::Record;
 
 /// The public datasets `convert` reads.
@@ -137,6 +137,36 @@ impl Sink {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Hands each non-blank line of a JSON-lines file to `f` with its line number, until the sink is full.
+    /// A line that is not UTF-8 is rejected here.
+    pub fn each_line(&mut self, path: &Path, mut f: impl FnMut(&mut Sink, u64, &str) -> Result<()>) -> Result<()> {
+        let mut lines = Lines::open(path)?;
+        while let Some((n, line)) = lines.next_line()? {
+            match line {
+                Ok(line) if line.trim().is_empty() => {}
+                Ok(line) => f(self, n, line)?,
+                Err(bad) => self.reject(bad)?,
+            }
+            if self.is_full() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses one JSON line; a line that does not parse is rejected (placed at its line and column) as `None`.
+    pub fn parse_line<'a, T: serde::Deserialize<'a>>(
+        &mut self,
+        path: &Path,
+        n: u64,
+        line: &'a str,
+    ) -> Result<Option<T>> {
+        match serde_json::from_str(line) {
+            Ok(value) => Ok(Some(value)),
+            Err(e) => self.reject(BadInput::json(path, n, &e)).map(|()| None),
         }
     }
 

@@ -19,7 +19,6 @@ use serde_json::value::RawValue;
 
 use super::{ConvertOptions, Sink};
 use crate::data::error::{BadInput, Location};
-use crate::data::io;
 use crate::data::record::Record;
 
 /// The fields of either format that we use; the rest (`document_html`, byte offsets, candidates) is skipped.
@@ -83,27 +82,15 @@ pub fn convert(opts: &ConvertOptions, sink: &mut Sink) -> Result<()> {
 }
 
 fn convert_file(path: &Path, max_chars: usize, sink: &mut Sink) -> Result<()> {
-    let mut lines = io::Lines::open(path)?;
-    while let Some((n, line)) = lines.next_line()? {
-        let converted = match line {
-            Ok(line) if line.trim().is_empty() => continue,
-            Ok(line) => to_record(line, max_chars, path, n),
-            Err(bad) => Err(Box::new(bad)),
-        };
-        match converted {
-            Ok((record, cut)) => {
-                if cut {
-                    sink.note("page texts cut to --max-chars");
-                }
-                sink.emit(&record)?;
-                if sink.is_full() {
-                    return Ok(());
-                }
+    sink.each_line(path, |sink, n, line| match to_record(line, max_chars, path, n) {
+        Ok((record, cut)) => {
+            if cut {
+                sink.note("page texts cut to --max-chars");
             }
-            Err(bad) => sink.reject(*bad)?,
+            sink.emit(&record)
         }
-    }
-    Ok(())
+        Err(bad) => sink.reject(*bad),
+    })
 }
 
 /// Boxed: a `BadInput` is large beside the records it stands in for.
