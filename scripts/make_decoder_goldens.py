@@ -7,7 +7,8 @@ weight is randomised (seeded) at a scale that keeps activations O(1), so routing
 rather than near-ties that float rounding could flip.
 
 Writes tests/fixtures/decoder/: config.json (DeepSeek-OCR's format: the decoder under `language_config`),
-model.safetensors (DeepSeek-OCR's tensor names, f32), golden.safetensors (input_ids, logits, generated_ids).
+model.safetensors (DeepSeek-OCR's tensor names, f32), golden.safetensors (input_ids, logits, generated_ids, and a
+left-padded batch: padded_input_ids, padded_attention_mask, padded_generated_ids).
 
 Usage: python3 -m venv /work/venv && /work/venv/bin/pip install torch transformers safetensors numpy
        /work/venv/bin/python scripts/make_decoder_goldens.py
@@ -27,6 +28,7 @@ from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import DeepseekOcr
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "decoder"
 SEED = 7
 BATCH, PROMPT_LEN, NEW_TOKENS = 2, 16, 12
+SHORT = 10  # the padded batch: row 0 as it is, row 1's last SHORT ids left-padded to PROMPT_LEN
 # Hidden 64, 4 query heads over 2 key/value heads (exercises grouped-query attention), layer 0 dense, 2 MoE layers
 # with 8 experts top-3 and 2 shared experts; a non-default routed_scaling_factor so that its use is tested.
 # rms_norm_eps and rope_theta are left out, as in the released config: the loader's defaults (1e-6, 10000) apply.
@@ -166,6 +168,12 @@ class RoutingMargins:
         return record
 
 
+def min_top2_gap(step_logits):
+    """The smallest gap between the best and second-best logit over generation steps: greedy's safety margin."""
+    top2 = torch.stack(step_logits, dim=1).topk(2, dim=-1).values
+    return (top2[..., 0] - top2[..., 1]).min().item()
+
+
 def main():
     lc = LANGUAGE_CONFIG
     torch.manual_seed(SEED)
@@ -189,9 +197,21 @@ def main():
     assert (generated != lc["eos_token_id"]).all(), "EOS generated: pick another SEED"
     for row in generated.tolist():
         assert len(set(row)) >= 4, f"generation repeats itself ({row}): pick another SEED"
-    step_logits = torch.stack(out.logits, dim=1)
-    top2 = step_logits.topk(2, dim=-1).values
-    greedy_gap = (top2[..., 0] - top2[..., 1]).min().item()
+    greedy_gap = min_top2_gap(out.logits)
+
+    # Left padding (rows of different lengths in one batch): padding ids are EOS, masked out by attention_mask.
+    padded_ids = input_ids.clone()
+    padded_ids[1, : PROMPT_LEN - SHORT] = lc["eos_token_id"]
+    padded_ids[1, PROMPT_LEN - SHORT :] = input_ids[1, -SHORT:]
+    attention_mask = torch.ones_like(padded_ids)
+    attention_mask[1, : PROMPT_LEN - SHORT] = 0
+    out = model.generate(padded_ids, attention_mask=attention_mask, max_new_tokens=NEW_TOKENS, do_sample=False,
+                         eos_token_id=lc["eos_token_id"], pad_token_id=lc["eos_token_id"], output_logits=True,
+                         return_dict_in_generate=True)
+    padded_generated = out.sequences[:, PROMPT_LEN:]
+    assert padded_generated.shape[1] == NEW_TOKENS and (padded_generated != lc["eos_token_id"]).all()
+    assert not torch.equal(padded_generated[1], generated[1]), "the short row should continue differently"
+    greedy_gap = min(greedy_gap, min_top2_gap(out.logits))
     assert greedy_gap > 1e-3 and margins.min_gap > 1e-4, (greedy_gap, margins.min_gap)
 
     tensors = checkpoint_tensors(model, lc)
@@ -201,12 +221,14 @@ def main():
     (OUT / "config.json").write_text(json.dumps(config, indent=1) + "\n")
     save_file(tensors, OUT / "model.safetensors", metadata={"format": "pt"})
     save_file({"input_ids": input_ids.contiguous(), "logits": logits.contiguous(),
-               "generated_ids": generated.contiguous()}, OUT / "golden.safetensors")
+               "generated_ids": generated.contiguous(), "padded_input_ids": padded_ids.contiguous(),
+               "padded_attention_mask": attention_mask.contiguous(),
+               "padded_generated_ids": padded_generated.contiguous()}, OUT / "golden.safetensors")
     import transformers
     print(f"transformers {transformers.__version__}, torch {torch.__version__}")
     print(f"params {sum(t.numel() for t in tensors.values())}, logits |max| {logits.abs().max().item():.3f}")
     print(f"min routing gap {margins.min_gap:.2e}, min greedy logit gap {greedy_gap:.2e}")
-    print(f"generated {generated.tolist()}")
+    print(f"generated {generated.tolist()}, padded batch {padded_generated.tolist()}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
-use deepsynth::engine::decoder::{Decoder, DecoderConfig};
+use deepsynth::engine::decoder::{Decoder, DecoderConfig, KvCache, Prompt};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decoder").join(name)
@@ -31,6 +31,10 @@ struct Golden {
     logits: Tensor,
     /// Per row, the greedy continuation.
     generated: Vec<Vec<u32>>,
+    /// The same prompts but row 1 shortened to its last ids and left-padded (attention mask 0 on the padding).
+    padded_ids: Tensor,
+    padded_mask: Vec<Vec<i64>>,
+    padded_generated: Vec<Vec<u32>>,
 }
 
 fn golden() -> Golden {
@@ -40,6 +44,9 @@ fn golden() -> Golden {
         input_ids: ids("input_ids"),
         logits: g["logits"].clone(),
         generated: ids("generated_ids").to_vec2().unwrap(),
+        padded_ids: ids("padded_input_ids"),
+        padded_mask: g["padded_attention_mask"].to_vec2().unwrap(),
+        padded_generated: ids("padded_generated_ids").to_vec2().unwrap(),
     }
 }
 
@@ -94,7 +101,7 @@ fn greedy_generation_matches_transformers() {
     let (model, g) = (decoder(), golden());
     let eos = model.config().eos_token_id;
     let new_tokens = g.generated[0].len();
-    let ours = model.generate_greedy(&model.embed(&g.input_ids).unwrap(), new_tokens, Some(eos)).unwrap();
+    let ours = model.generate_greedy(&Prompt::new(model.embed(&g.input_ids).unwrap()), new_tokens, Some(eos)).unwrap();
     assert_eq!(ours, g.generated);
 }
 
@@ -104,10 +111,54 @@ fn generation_stops_each_row_at_eos() {
     // Pretend row 0's fifth token is EOS: row 0 ends there, row 1 runs on until it meets that token, if ever.
     let eos = g.generated[0][4];
     assert!(!g.generated[0][..4].contains(&eos));
-    let ours = model.generate_greedy(&model.embed(&g.input_ids).unwrap(), 12, Some(eos)).unwrap();
+    let ours = model.generate_greedy(&Prompt::new(model.embed(&g.input_ids).unwrap()), 12, Some(eos)).unwrap();
     assert_eq!(ours[0], g.generated[0][..5]);
     let row1_end = g.generated[1].iter().position(|&t| t == eos).map_or(12, |i| i + 1);
     assert_eq!(ours[1], g.generated[1][..row1_end]);
+}
+
+/// The padded golden batch as our prompt: each row's real (unmasked) ids embedded, then left-padded again.
+fn padded_prompt(model: &Decoder, g: &Golden) -> (Prompt, Vec<Tensor>) {
+    let rows: Vec<Tensor> = g
+        .padded_mask
+        .iter()
+        .enumerate()
+        .map(|(b, mask)| {
+            let pad = mask.iter().take_while(|&&m| m == 0).count();
+            let row = g.padded_ids.get(b).unwrap();
+            model.embed(&row.narrow(0, pad, mask.len() - pad).unwrap()).unwrap()
+        })
+        .collect();
+    (Prompt::left_padded(&rows).unwrap(), rows)
+}
+
+#[test]
+fn left_padded_generation_matches_transformers() {
+    let (model, g) = (decoder(), golden());
+    let (prompt, _) = padded_prompt(&model, &g);
+    assert_eq!(prompt.left_pad, [0, 6]);
+    let ours = model.generate_greedy(&prompt, g.padded_generated[0].len(), Some(model.config().eos_token_id)).unwrap();
+    assert_eq!(ours, g.padded_generated);
+}
+
+#[test]
+fn left_padding_leaves_each_row_as_if_alone() {
+    let (model, g) = (decoder(), golden());
+    let (prompt, rows) = padded_prompt(&model, &g);
+    let mut cache = KvCache::with_left_padding(3, prompt.left_pad.clone());
+    let batched = model.forward(&prompt.embeds, Some(&mut cache)).unwrap();
+    // One cached step more: the padding must stay masked for later positions too.
+    let next = model.embed(&Tensor::new(&[[7u32], [9]], &Device::Cpu).unwrap()).unwrap();
+    let step = model.forward(&next, Some(&mut cache)).unwrap();
+    for (b, row) in rows.iter().enumerate() {
+        let pad = prompt.left_pad[b];
+        let alone_input = Tensor::cat(&[row, &next.get(b).unwrap()], 0).unwrap().unsqueeze(0).unwrap();
+        let alone = model.forward(&alone_input, None).unwrap().squeeze(0).unwrap();
+        let len = row.dim(0).unwrap();
+        let ours = Tensor::cat(&[batched.get(b).unwrap().narrow(0, pad, len).unwrap(), step.get(b).unwrap()], 0);
+        let diff = max_abs(&(ours.unwrap() - alone).unwrap());
+        assert!(diff < 1e-5, "row {b}: padded vs alone differ by {diff:e}");
+    }
 }
 
 #[test]

@@ -16,18 +16,16 @@ impl RotaryEmbedding {
         Ok(Self { inv_freq: Tensor::from_vec(inv_freq, head_dim / 2, device)? })
     }
 
-    /// cos and sin [len, head_dim] for positions offset..offset+len, computed in f32 then cast to `dtype`.
-    pub fn cos_sin(&self, offset: usize, len: usize, dtype: DType) -> Result<(Tensor, Tensor)> {
-        let positions = Tensor::arange(offset as u32, (offset + len) as u32, self.inv_freq.device())?
-            .to_dtype(DType::F32)?
-            .unsqueeze(1)?;
-        let freqs = positions.broadcast_mul(&self.inv_freq.unsqueeze(0)?)?;
+    /// cos and sin [..., head_dim] for integer `positions` [...], computed in f32 then cast to `dtype`.
+    pub fn cos_sin(&self, positions: &Tensor, dtype: DType) -> Result<(Tensor, Tensor)> {
+        let freqs = positions.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?.broadcast_mul(&self.inv_freq)?;
         let angles = Tensor::cat(&[&freqs, &freqs], D::Minus1)?;
         Ok((angles.cos()?.to_dtype(dtype)?, angles.sin()?.to_dtype(dtype)?))
     }
 }
 
-/// x·cos + rotate_half(x)·sin for x [batch, heads, len, head_dim] and cos/sin [len, head_dim].
+/// x·cos + rotate_half(x)·sin for x [batch, heads, len, head_dim] and cos/sin [len, head_dim] or
+/// [batch, 1, len, head_dim].
 pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let half = x.dim(D::Minus1)? / 2;
     let (x1, x2) = (x.narrow(D::Minus1, 0, half)?, x.narrow(D::Minus1, half, half)?);
@@ -42,7 +40,8 @@ mod tests {
     #[test]
     fn rotates_each_pair_by_position_times_frequency() {
         let rope = RotaryEmbedding::new(4, 100.0, &Device::Cpu).unwrap();
-        let (cos, sin) = rope.cos_sin(3, 2, DType::F32).unwrap();
+        let positions = Tensor::new(&[3u32, 4], &Device::Cpu).unwrap();
+        let (cos, sin) = rope.cos_sin(&positions, DType::F32).unwrap();
         // Head of 4: pairs (0,2) at frequency 1 and (1,3) at 100^(-1/2) = 0.1.
         let x = Tensor::new(&[1f32, 2., 3., 4.], &Device::Cpu).unwrap().reshape((1, 1, 1, 4)).unwrap();
         let x = x.broadcast_as((1, 1, 2, 4)).unwrap().contiguous().unwrap();

@@ -1,52 +1,17 @@
-//! Multi-head self-attention (grouped-query ready), rotate-half RoPE, and the key/value cache it appends to.
+//! Multi-head self-attention (grouped-query ready) with rotate-half RoPE, and the causal / padding mask.
 
 use candle_core::{DType, Device, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::DecoderConfig;
+use super::{DecoderConfig, KvCache};
 use crate::engine::linear::Linear;
 use crate::engine::rope;
-
-/// Keys and values of every layer for the positions seen so far (prefill, then one step per generated token).
-#[derive(Debug, Clone)]
-pub struct KvCache {
-    /// Per layer: k and v [batch, kv_heads, seen, head_dim].
-    layers: Vec<Option<(Tensor, Tensor)>>,
-}
-
-impl KvCache {
-    pub fn new(num_layers: usize) -> Self {
-        Self { layers: vec![None; num_layers] }
-    }
-
-    /// Positions already cached: the position of the next token.
-    pub fn seq_len(&self) -> usize {
-        match self.layers.first() {
-            Some(Some((k, _))) => k.dim(2).unwrap_or(0),
-            _ => 0,
-        }
-    }
-
-    pub fn clear(&mut self) {
-        self.layers.iter_mut().for_each(|l| *l = None);
-    }
-
-    /// Appends this step's k, v to layer `i` and returns all of the layer's k, v so far.
-    fn append(&mut self, i: usize, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
-        let kv = match self.layers[i].take() {
-            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-            None => (k, v),
-        };
-        self.layers[i] = Some(kv.clone());
-        Ok(kv)
-    }
-}
 
 /// What every layer's attention shares in one forward pass.
 pub(super) struct Context<'a> {
     pub cos: &'a Tensor,
     pub sin: &'a Tensor,
-    /// Additive [1, 1, len, seen + len] (0 or -inf); None for a single new position, which sees everything.
+    /// Additive [1 or batch, 1, len, seen + len] (0 or -inf); None when every new position sees every key.
     pub mask: Option<&'a Tensor>,
     pub train: bool,
 }
@@ -118,10 +83,41 @@ fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
     Tensor::cat(&vec![x; groups], 2)?.reshape((batch, kv_heads * groups, seen, d))
 }
 
-/// The additive causal mask [1, 1, len, seen + len]: new position i sees cached positions and new ones up to i.
-pub(super) fn causal_mask(len: usize, seen: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..len)
-        .flat_map(|i| (0..seen + len).map(move |j| if j > seen + i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_vec(mask, (1, 1, len, seen + len), device)?.to_dtype(dtype)
+/// RoPE positions and the additive attention mask for `len` new positions after `seen` cached ones.
+///
+/// Without padding: positions [len] and a causal mask [1, 1, len, seen + len] (None for one new position).
+/// With `left_pad` (per row, how many leading positions are padding): positions [batch, 1, len] counted from each
+/// row's first real token, and a mask [batch, 1, len, seen + len] that also hides padding keys. A padding query
+/// still sees itself, so that its (unused) output stays finite rather than NaN from a fully masked row.
+pub(super) fn positions_and_mask(
+    len: usize,
+    seen: usize,
+    left_pad: &[usize],
+    dtype: DType,
+    device: &Device,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let keys = seen + len;
+    if left_pad.iter().all(|&p| p == 0) {
+        let positions = Tensor::arange(seen as u32, keys as u32, device)?;
+        if len == 1 {
+            return Ok((positions, None));
+        }
+        let mask = mask_values(len, seen, 0);
+        return Ok((positions, Some(Tensor::from_vec(mask, (1, 1, len, keys), device)?.to_dtype(dtype)?)));
+    }
+    let positions: Vec<u32> =
+        left_pad.iter().flat_map(|&pad| (seen..keys).map(move |q| q.saturating_sub(pad) as u32)).collect();
+    let mask: Vec<f32> = left_pad.iter().flat_map(|&pad| mask_values(len, seen, pad)).collect();
+    let batch = left_pad.len();
+    Ok((
+        Tensor::from_vec(positions, (batch, 1, len), device)?,
+        Some(Tensor::from_vec(mask, (batch, 1, len, keys), device)?.to_dtype(dtype)?),
+    ))
+}
+
+/// One row's mask [len, seen + len]: query q = seen + i sees keys j <= q, except padding keys j < pad (j != q).
+fn mask_values(len: usize, seen: usize, pad: usize) -> Vec<f32> {
+    (seen..seen + len)
+        .flat_map(|q| (0..seen + len).map(move |j| if j > q || (j < pad && j != q) { f32::NEG_INFINITY } else { 0.0 }))
+        .collect()
 }

@@ -5,6 +5,7 @@
 //! input embeddings, so that vision and instruction features can be spliced in before it.
 
 mod attention;
+mod cache;
 mod config;
 mod generate;
 mod mlp;
@@ -12,13 +13,14 @@ mod mlp;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{init, Embedding, VarBuilder};
 
-pub use attention::KvCache;
+pub use cache::KvCache;
 pub use config::DecoderConfig;
+pub use generate::Prompt;
 
 use crate::engine::linear::Linear;
 use crate::engine::norm::RmsNorm;
 use crate::engine::rope::RotaryEmbedding;
-use attention::{causal_mask, Attention, Context};
+use attention::{positions_and_mask, Attention, Context};
 use mlp::{Mlp, Moe};
 
 #[derive(Debug, Clone)]
@@ -122,15 +124,19 @@ impl Decoder {
     }
 
     /// Final-norm hidden states [batch, len, hidden] for embeddings [batch, len, hidden] that follow the cache's
-    /// positions (0 without a cache); the cache is extended. `train` enables LoRA dropout.
+    /// positions (0 without a cache); the cache is extended and its left padding masked. `train` enables LoRA
+    /// dropout. (Training needs no padding mask: right padding cannot affect earlier positions.)
     pub fn hidden_states(&self, embeds: &Tensor, mut cache: Option<&mut KvCache>, train: bool) -> Result<Tensor> {
-        let (_, len, _) = embeds.dims3()?;
+        let (batch, len, _) = embeds.dims3()?;
         if len == 0 {
             candle_core::bail!("the decoder needs at least one position");
         }
-        let seen = cache.as_ref().map_or(0, |c| c.seq_len());
-        let (cos, sin) = self.rope.cos_sin(seen, len, embeds.dtype())?;
-        let mask = if len > 1 { Some(causal_mask(len, seen, embeds.dtype(), embeds.device())?) } else { None };
+        let (seen, left_pad) = cache.as_ref().map_or((0, &[][..]), |c| (c.seq_len(), c.left_pad()));
+        if !left_pad.is_empty() && left_pad.len() != batch {
+            candle_core::bail!("left padding is given for {} rows, the batch has {batch}", left_pad.len());
+        }
+        let (positions, mask) = positions_and_mask(len, seen, left_pad, embeds.dtype(), embeds.device())?;
+        let (cos, sin) = self.rope.cos_sin(&positions, embeds.dtype())?;
         let ctx = Context { cos: &cos, sin: &sin, mask: mask.as_ref(), train };
         let mut x = embeds.clone();
         for (i, layer) in self.layers.iter().enumerate() {
