@@ -145,7 +145,7 @@ fn left_padded_generation_matches_transformers() {
 fn left_padding_leaves_each_row_as_if_alone() {
     let (model, g) = (decoder(), golden());
     let (prompt, rows) = padded_prompt(&model, &g);
-    let mut cache = KvCache::with_left_padding(3, prompt.left_pad.clone());
+    let mut cache = KvCache::with_left_padding(model.config().num_hidden_layers, prompt.left_pad.clone());
     let batched = model.forward(&prompt.embeds, Some(&mut cache)).unwrap();
     // One cached step more: the padding must stay masked for later positions too.
     let next = model.embed(&Tensor::new(&[[7u32], [9]], &Device::Cpu).unwrap()).unwrap();
