@@ -7,3 +7,4 @@ pub mod decoder;
 pub mod linear;
 pub mod norm;
 pub mod rope;
+pub mod vision;

@@ -1,0 +1,1 @@
+//! CLIP-style ViT over the SAM features, and the projector (being built).

@@ -1,0 +1,4 @@
+//! The vision encoder (DeepEncoder): SAM-style ViT + compressor -> CLIP-style ViT -> projector -> visual tokens.
+
+pub mod clip;
+pub mod sam;
