@@ -133,3 +133,16 @@ fn wrong_shape_names_expected_format() {
     assert!(err.contains("missing field `data`"), "{err}");
     assert!(err.contains("expected a SQuAD"), "{err}");
 }
+
+#[test]
+fn output_gets_the_usual_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    convert(&repo().join("data/squad/dev-v1.1-sample.json"), &out, &[]);
+    // A file made the ordinary way in the same folder shows what the umask allows.
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "").unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&out), mode(&plain));
+}

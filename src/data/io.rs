@@ -3,13 +3,15 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
 use flate2::read::MultiGzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
 
 use super::error::{BadInput, Location};
+use super::record::Record;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
@@ -92,46 +94,92 @@ impl Lines {
     }
 }
 
-/// A JSONL output written to a temporary file beside the target and renamed into place by `commit`,
-/// so that a failed run leaves no half-written output.
+/// A JSONL file of records, written to a temporary file beside the target and renamed into place by `commit`,
+/// so that a failed run leaves no half-written output. Serialising and writing run on a thread of their own, so a
+/// converter reads and parses while the previous records are encoded (two cores: about twice the throughput).
 pub struct JsonlWriter {
     path: PathBuf,
-    out: BufWriter<tempfile::NamedTempFile>,
+    batch: Vec<Record>,
+    to_writer: Option<SyncSender<Vec<Record>>>,
+    writer: Option<JoinHandle<io::Result<tempfile::NamedTempFile>>>,
     count: u64,
 }
+
+/// Records handed to the writer thread at a time: enough to make the channel's cost vanish.
+const BATCH: usize = 256;
 
 impl JsonlWriter {
     pub fn create(path: &Path) -> Result<Self> {
         let tmp = temp_beside(path)?;
-        Ok(JsonlWriter { path: path.to_path_buf(), out: BufWriter::with_capacity(1 << 20, tmp), count: 0 })
+        let (to_writer, batches) = sync_channel::<Vec<Record>>(4);
+        let writer = std::thread::spawn(move || {
+            let mut out = BufWriter::with_capacity(1 << 20, tmp);
+            for batch in batches {
+                for record in &batch {
+                    serde_json::to_writer(&mut out, record)?;
+                    out.write_all(b"\n")?;
+                }
+            }
+            out.into_inner().map_err(|e| e.into_error())
+        });
+        Ok(JsonlWriter {
+            path: path.to_path_buf(),
+            batch: Vec::with_capacity(BATCH),
+            to_writer: Some(to_writer),
+            writer: Some(writer),
+            count: 0,
+        })
     }
 
-    pub fn write<T: Serialize>(&mut self, value: &T) -> Result<()> {
-        serde_json::to_writer(&mut self.out, value)
-            .map_err(io::Error::from)
-            .and_then(|_| self.out.write_all(b"\n"))
-            .with_context(|| format!("cannot write {}", self.path.display()))?;
+    pub fn write(&mut self, record: Record) -> Result<()> {
+        self.batch.push(record);
         self.count += 1;
+        if self.batch.len() >= BATCH {
+            self.send()?;
+        }
         Ok(())
+    }
+
+    fn send(&mut self) -> Result<()> {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let sent = self.to_writer.as_ref().is_some_and(|tx| tx.send(batch).is_ok());
+        if !sent {
+            // The writer thread stopped early: its error says why.
+            self.join()?;
+        }
+        Ok(())
+    }
+
+    fn join(&mut self) -> Result<tempfile::NamedTempFile> {
+        self.to_writer = None;
+        let writer = self.writer.take().context("output writer already finished")?;
+        let written = writer.join().map_err(|_| anyhow::anyhow!("the output writer thread panicked"))?;
+        written.with_context(|| format!("cannot write {}", self.path.display()))
     }
 
     pub fn count(&self) -> u64 {
         self.count
     }
 
-    /// Flushes and renames the temporary file onto the target path.
-    pub fn commit(self) -> Result<u64> {
-        let path = self.path;
-        let tmp = self
-            .out
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        tmp.as_file().sync_all().with_context(|| format!("cannot write {}", path.display()))?;
-        tmp.persist(&path)
+    /// Writes what is left and renames the temporary file onto the target path.
+    pub fn commit(mut self) -> Result<u64> {
+        if !self.batch.is_empty() {
+            self.send()?;
+        }
+        let tmp = self.join()?;
+        tmp.persist(&self.path)
             .map_err(|e| e.error)
-            .with_context(|| format!("cannot move output into place at {}", path.display()))?;
+            .with_context(|| format!("cannot move output into place at {}", self.path.display()))?;
         Ok(self.count)
+    }
+}
+
+impl Drop for JsonlWriter {
+    fn drop(&mut self) {
+        // Not committed (an error on the way): stop the writer; its temporary file is deleted with it.
+        if self.writer.is_some() {
+            let _ = self.join();
+        }
     }
 }
 
@@ -152,7 +200,11 @@ fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
-    tempfile::Builder::new()
+    let mut builder = tempfile::Builder::new();
+    // Outputs get the usual permissions (0666 less the umask), not a temporary file's 0600.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    builder
         .prefix(".deepsynth-")
         .suffix(".tmp")
         .tempfile_in(dir)

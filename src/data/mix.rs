@@ -106,7 +106,7 @@ pub fn mix(inputs: &[WeightedInput], output: &Path, seed: u64) -> Result<MixSumm
 
     let mut out = JsonlWriter::create(output)?;
     for record in drawn {
-        out.write(record)?;
+        out.write(record.clone())?;
     }
     Ok(MixSummary { inputs: summaries, written: out.commit()? })
 }

@@ -110,7 +110,7 @@ pub fn split(input: &Path, output_dir: &Path, fractions: Fractions, seed: u64) -
         .iter()
         .map(|name| JsonlWriter::create(&output_dir.join(format!("{name}.jsonl"))))
         .collect::<Result<Vec<_>>>()?;
-    for (record, &split) in records.iter().zip(&assigned) {
+    for (record, split) in records.into_iter().zip(assigned) {
         writers[split].write(record)?;
     }
     for writer in writers {

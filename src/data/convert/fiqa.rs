@@ -346,7 +346,7 @@ fn emit(data: &Data, opts: &ConvertOptions, sink: &mut Sink) -> Result<()> {
         chosen.shuffle(&mut rng);
         let text = chosen.iter().map(|&i| data.posts[i].text.as_str()).collect::<Vec<_>>().join(POST_SEPARATOR);
         let id = format!("{qid}-{}", answer.id);
-        sink.emit(&Record::new(id, "fiqa", text, question.as_str(), [answer.text.clone()]))?;
+        sink.emit(Record::new(id, "fiqa", text, question.as_str(), [answer.text.clone()]))?;
     }
     Ok(())
 }

@@ -12,16 +12,14 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
-use std::marker::PhantomData;
 use std::ops::ControlFlow;
 use std::path::Path;
 
 use anyhow::Result;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
-use super::{ConvertOptions, Sink};
+use super::{columnar, ConvertOptions, Sink};
 use crate::data::error::{BadInput, Location};
 use crate::data::io;
 use crate::data::record::Record;
@@ -159,7 +157,7 @@ fn convert_lines(path: &Path, sink: &mut Sink) -> Result<()> {
     sink.each_line(path, |sink, n, line| {
         let Some(rec) = sink.parse_line::<LineRecord>(path, n, line)? else { return Ok(()) };
         match record(rec.query_id, &rec.query, &rec.passages, rec.answers) {
-            Ok(record) => sink.emit(&record),
+            Ok(record) => sink.emit(record),
             Err((field, kind)) => sink.reject(BadInput::new(Location::line(path, n).field(field), kind, kind)),
         }
     })
@@ -212,19 +210,19 @@ impl Row {
         }
     }
 
-    fn set(&mut self, field: Field, raw: &RawValue) -> serde_json::Result<()> {
-        let text = raw.get();
+    fn set(&mut self, field: Field, raw: &[u8]) -> serde_json::Result<()> {
         match field {
-            Field::Query => self.query = Some(serde_json::from_str::<String>(text)?.into()),
-            Field::QueryId => self.id = Some(serde_json::from_str(text)?),
-            Field::Answers => self.answers = Some(serde_json::from_str(text)?),
+            Field::Query => self.query = Some(serde_json::from_slice::<String>(raw)?.into()),
+            Field::QueryId => self.id = Some(serde_json::from_slice(raw)?),
+            Field::Answers => self.answers = Some(serde_json::from_slice(raw)?),
             Field::WellFormedAnswers => {
-                self.well_formed = Some(match serde_json::from_str::<Vec<String>>(text) {
+                self.well_formed = Some(match serde_json::from_slice::<Vec<String>>(raw) {
                     Ok(list) => list,
                     // pandas wrote most rows' empty list as a string.
-                    Err(_) if serde_json::from_str::<&str>(text).is_ok_and(|s| s == "[]") => Vec::new(),
+                    Err(_) if serde_json::from_slice::<&str>(raw).is_ok_and(|s| s == "[]") => Vec::new(),
                     Err(_) => {
-                        return Err(de::Error::custom(format!("expected a list of strings or \"[]\", found {text}")))
+                        let found = String::from_utf8_lossy(raw);
+                        return Err(de::Error::custom(format!("expected a list of strings or \"[]\", found {found}")));
                     }
                 });
             }
@@ -268,80 +266,48 @@ fn convert_columnar(path: &Path, sink: &mut Sink) -> Result<()> {
     stream_passages(path, columns, sink)
 }
 
-/// Pass 1. A syntax error anywhere is fatal whatever `--on-error` says: the parser cannot find the next
-/// row after it. Checking the whole file here also means pass 2 writes nothing from a broken file.
+/// Pass 1: the small columns, parsed; `passages` only scanned. A syntax error in the file's structure is fatal
+/// whatever `--on-error` says: no later row can be found after it.
 fn read_columns(path: &Path) -> Result<Columns> {
-    let mut de = serde_json::Deserializer::from_reader(io::open(path)?);
     let mut columns = Columns::default();
-    de.deserialize_map(ColumnsVisitor { path, columns: &mut columns })
-        .and_then(|()| de.end())
-        .map_err(|e| with_expected(BadInput::json(path, 1, &e)))?;
-    Ok(columns)
-}
-
-struct ColumnsVisitor<'a> {
-    path: &'a Path,
-    columns: &'a mut Columns,
-}
-
-impl<'de> Visitor<'de> for ColumnsVisitor<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an object of columns")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let (path, columns) = (self.path, self.columns);
-        while let Some(name) = map.next_key::<Cow<str>>()? {
-            if name == PASSAGES {
-                // Checked to be a column of rows, not kept.
-                map.next_value_seed(Column::new(|_, _: IgnoredAny| ControlFlow::Continue(())))?;
-                columns.has_passages = true;
-                continue;
-            }
-            let Some(field) = Field::ALL.into_iter().find(|f| f.name() == name) else {
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            };
-            let rows = &mut columns.rows;
-            map.next_value_seed(Column::new(|key: String, raw: Box<RawValue>| {
-                let row = rows.entry(Box::from(key.as_str())).or_default();
-                if let Err(e) = row.set(field, &raw) {
-                    // The first bad field of a row is the one reported.
-                    row.bad.get_or_insert_with(|| Box::new(bad_value(path, &key, field.name(), &e)));
-                }
-                ControlFlow::Continue(())
-            }))?;
+    let wanted = |name: &str| name == PASSAGES || Field::ALL.iter().any(|f| f.name() == name);
+    columnar::scan(io::open(path)?, path, wanted, |name, key, raw| {
+        if name == PASSAGES {
+            // Each column is seen once, so its first row is where its presence is learnt.
+            columns.has_passages = true;
+            return Ok(ControlFlow::Continue(()));
+        }
+        let field = Field::ALL.into_iter().find(|f| f.name() == name).expect("wanted column");
+        if !columns.present.contains(&field) {
             columns.present.push(field);
         }
-        Ok(())
-    }
+        let row = columns.rows.entry(Box::from(key)).or_default();
+        if let Err(e) = row.set(field, raw) {
+            // The first bad field of a row is the one reported.
+            row.bad.get_or_insert_with(|| Box::new(bad_value(path, key, field.name(), &e)));
+        }
+        Ok(ControlFlow::Continue(()))
+    })
+    .map_err(|e| match e.downcast::<BadInput>() {
+        Ok(bad) => with_expected(bad).into(),
+        Err(e) => e,
+    })?;
+    Ok(columns)
 }
 
 /// Pass 2: streams the passages column and writes each row's record as soon as its passages are read.
 fn stream_passages(path: &Path, mut columns: Columns, sink: &mut Sink) -> Result<()> {
-    let mut failure = None;
-    let mut done = false;
-    let mut de = serde_json::Deserializer::from_reader(io::open(path)?);
-    let rows = Column::new(|key: String, raw: Box<RawValue>| match emit_row(path, &mut columns, sink, &key, &raw) {
-        Err(e) => {
-            failure = Some(e);
-            ControlFlow::Break(())
-        }
-        Ok(()) if sink.is_full() => ControlFlow::Break(()),
-        Ok(()) => ControlFlow::Continue(()),
-    });
-    let result = de.deserialize_map(PassagesVisitor { rows, done: &mut done });
-    if let Some(e) = failure {
-        return Err(e);
-    }
+    columnar::scan(
+        io::open(path)?,
+        path,
+        |name| name == PASSAGES,
+        |_, key, raw| {
+            emit_row(path, &mut columns, sink, key, raw)?;
+            Ok(if sink.is_full() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+        },
+    )?;
     if sink.is_full() {
         return Ok(());
-    }
-    if let (false, Err(e)) = (done, result) {
-        // Pass 1 read the whole file, so only a read error (or a file changed since) ends up here.
-        return Err(BadInput::json(path, 1, &e).into());
     }
     let mut left: Vec<(Box<str>, Row)> = columns.rows.into_iter().collect();
     // Row keys are numbers written as strings: sort them as numbers.
@@ -353,7 +319,7 @@ fn stream_passages(path: &Path, mut columns: Columns, sink: &mut Sink) -> Result
     Ok(())
 }
 
-fn emit_row(path: &Path, columns: &mut Columns, sink: &mut Sink, key: &str, raw: &RawValue) -> Result<()> {
+fn emit_row(path: &Path, columns: &mut Columns, sink: &mut Sink, key: &str, raw: &[u8]) -> Result<()> {
     let mut row = columns.rows.remove(key).unwrap_or_default();
     if let Some(bad) = row.bad.take() {
         return sink.reject(*bad);
@@ -368,13 +334,13 @@ fn emit_row(path: &Path, columns: &mut Columns, sink: &mut Sink, key: &str, raw:
     if let Some(&field) = columns.present.iter().find(|&&f| !row.has(f)) {
         return sink.reject(missing(field));
     }
-    let passages: Vec<Passage> = match serde_json::from_str(raw.get()) {
+    let passages: Vec<Passage> = match serde_json::from_slice(raw) {
         Ok(passages) => passages,
         Err(e) => return sink.reject(bad_value(path, key, PASSAGES, &e)),
     };
     let golds = row.answers.into_iter().chain(row.well_formed).flatten().map(Cow::Owned);
     match record(id, query, &passages, golds) {
-        Ok(record) => sink.emit(&record)?,
+        Ok(record) => sink.emit(record)?,
         Err((field, kind)) => return sink.reject(BadInput::new(row_location(path, key, field), kind, kind)),
     }
     if !columns.present.contains(&Field::Answers) {
@@ -383,71 +349,5 @@ fn emit_row(path: &Path, columns: &mut Columns, sink: &mut Sink, key: &str, raw:
     Ok(())
 }
 
-/// The top-level object in pass 2: skips to the passages column, streams it, and stops there.
-struct PassagesVisitor<'d, C> {
-    rows: C,
-    done: &'d mut bool,
-}
-
-impl<'de, C: DeserializeSeed<'de, Value = ()>> Visitor<'de> for PassagesVisitor<'_, C> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an object of columns")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(name) = map.next_key::<Cow<str>>()? {
-            if name == PASSAGES {
-                map.next_value_seed(self.rows)?;
-                *self.done = true;
-                // The columns after it were read in pass 1.
-                return Err(de::Error::custom(STOP));
-            }
-            map.next_value::<IgnoredAny>()?;
-        }
-        Ok(())
-    }
-}
-
 /// The error a visitor returns to stop the parser early; callers know from their own state why.
 const STOP: &str = "stopped reading";
-
-/// One column `{row key: value}`, streamed: each row goes to `each` as soon as it is read, and
-/// `Break` stops the parse.
-struct Column<V, F> {
-    each: F,
-    value: PhantomData<V>,
-}
-
-impl<V, F: FnMut(String, V) -> ControlFlow<()>> Column<V, F> {
-    fn new(each: F) -> Self {
-        Column { each, value: PhantomData }
-    }
-}
-
-impl<'de, V: Deserialize<'de>, F: FnMut(String, V) -> ControlFlow<()>> DeserializeSeed<'de> for Column<V, F> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de, V: Deserialize<'de>, F: FnMut(String, V) -> ControlFlow<()>> Visitor<'de> for Column<V, F> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a column: an object {row key: value}")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<String>()? {
-            let value = map.next_value::<V>()?;
-            if (self.each)(key, value).is_break() {
-                return Err(de::Error::custom(STOP));
-            }
-        }
-        Ok(())
-    }
-}

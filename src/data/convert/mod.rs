@@ -3,6 +3,7 @@
 //! Each converter reads its inputs and hands records (or the reason a record is bad) to a [`Sink`],
 //! which applies the `--on-error` policy, `--max-samples`, and writes the output atomically.
 
+mod columnar;
 pub mod fiqa;
 pub mod marco;
 pub mod nq;
@@ -118,7 +119,7 @@ impl Sink {
         self.max_samples.is_some_and(|m| self.out.count() >= m)
     }
 
-    pub fn emit(&mut self, record: &Record) -> Result<()> {
+    pub fn emit(&mut self, record: Record) -> Result<()> {
         if !self.is_full() {
             self.out.write(record)?;
         }

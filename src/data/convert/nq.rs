@@ -87,7 +87,7 @@ fn convert_file(path: &Path, max_chars: usize, sink: &mut Sink) -> Result<()> {
             if cut {
                 sink.note("page texts cut to --max-chars");
             }
-            sink.emit(&record)
+            sink.emit(record)
         }
         Err(bad) => sink.reject(*bad),
     })

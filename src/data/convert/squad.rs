@@ -87,7 +87,7 @@ fn convert_file(path: &Path, sink: &mut Sink) -> Result<()> {
                 sink.reject(BadInput::new(at("context", None), "missing context", "missing context"))?;
                 continue;
             };
-            let ascii = context.is_ascii();
+            let mut chars = CharOffsets::new(context);
             for (q, qa) in paragraph.qas.iter().enumerate() {
                 let (Some(id), Some(question)) = (qa.id.as_deref(), qa.question.as_deref()) else {
                     let field = if qa.id.is_none() { "id" } else { "question" };
@@ -106,7 +106,7 @@ fn convert_file(path: &Path, sink: &mut Sink) -> Result<()> {
                             bad = Some(format!("answers[{i}].text"));
                             break;
                         };
-                        if !answer_at(context, ascii, ans.answer_start, text) {
+                        if !chars.text_at(ans.answer_start, text) {
                             sink.note("answers whose answer_start does not point at their text");
                         }
                         golds.push(text.to_string());
@@ -116,7 +116,7 @@ fn convert_file(path: &Path, sink: &mut Sink) -> Result<()> {
                     sink.reject(BadInput::new(at(&field, Some(q)), "missing answer text", "missing answer text"))?;
                     continue;
                 }
-                sink.emit(&Record::new(id, "squad", context, question, golds))?;
+                sink.emit(Record::new(id, "squad", context, question, golds))?;
                 if sink.is_full() {
                     return Ok(());
                 }
@@ -126,28 +126,50 @@ fn convert_file(path: &Path, sink: &mut Sink) -> Result<()> {
     Ok(())
 }
 
-/// Whether `text` starts at character offset `start` of `context`.
-fn answer_at(context: &str, ascii: bool, start: Option<i64>, text: &str) -> bool {
-    let Some(start) = start.and_then(|s| usize::try_from(s).ok()) else {
-        return false;
-    };
-    let byte =
-        if ascii { Some(start) } else { context.char_indices().map(|(b, _)| b).chain([context.len()]).nth(start) };
-    byte.and_then(|b| context.get(b..)).is_some_and(|rest| rest.starts_with(text))
+/// Character offsets into a context, turned into byte offsets; the table is built once per paragraph, and only
+/// when the context is not ASCII (where both are the same).
+struct CharOffsets<'a> {
+    context: &'a str,
+    bytes: Option<Vec<usize>>,
+}
+
+impl<'a> CharOffsets<'a> {
+    fn new(context: &'a str) -> Self {
+        CharOffsets { context, bytes: None }
+    }
+
+    /// Whether `text` starts at character offset `start` of the context.
+    fn text_at(&mut self, start: Option<i64>, text: &str) -> bool {
+        let Some(start) = start.and_then(|s| usize::try_from(s).ok()) else {
+            return false;
+        };
+        let context = self.context;
+        let byte = if context.is_ascii() {
+            Some(start)
+        } else {
+            let bytes = self
+                .bytes
+                .get_or_insert_with(|| context.char_indices().map(|(b, _)| b).chain([context.len()]).collect());
+            bytes.get(start).copied()
+        };
+        byte.and_then(|b| context.get(b..)).is_some_and(|rest| rest.starts_with(text))
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::answer_at;
+    use super::CharOffsets;
 
     #[test]
     fn answer_start_counts_characters_not_bytes() {
-        let ctx = "Café au lait — über";
-        assert!(answer_at(ctx, false, Some(5), "au lait"));
-        assert!(!answer_at(ctx, false, Some(6), "au lait"));
-        assert!(answer_at(ctx, false, Some(15), "über"));
-        assert!(!answer_at(ctx, false, Some(-1), "Café"));
-        assert!(answer_at("abc", true, Some(1), "bc"));
-        assert!(!answer_at("abc", true, Some(9), "bc"));
+        let mut ctx = CharOffsets::new("Café au lait — über");
+        assert!(ctx.text_at(Some(5), "au lait"));
+        assert!(!ctx.text_at(Some(6), "au lait"));
+        assert!(ctx.text_at(Some(15), "über"));
+        assert!(!ctx.text_at(Some(-1), "Café"));
+        assert!(!ctx.text_at(Some(99), "über"));
+        let mut ascii = CharOffsets::new("abc");
+        assert!(ascii.text_at(Some(1), "bc"));
+        assert!(!ascii.text_at(Some(9), "bc"));
     }
 }
