@@ -254,19 +254,20 @@ struct BeirLine {
 
 /// Reads a BEIR JSONL file, handing each line's `_id` and `text` to `add`. Blank lines are passed over.
 fn read_beir_jsonl(path: &Path, sink: &mut Sink, mut add: impl FnMut(&mut Sink, &str, String)) -> Result<()> {
-    sink.each_line(path, |sink, n, line| {
-        let Some(parsed) = sink.parse_line::<BeirLine>(path, n, line)? else { return Ok(()) };
+    let parse = |n, line: &str| {
+        let parsed: BeirLine = serde_json::from_str(line).map_err(|e| BadInput::json(path, n, &e))?;
         match (parsed.id.filter(|id| !id.is_empty()), parsed.text) {
-            (Some(id), Some(text)) => {
-                add(sink, &id, text);
-                Ok(())
-            }
+            (Some(id), Some(text)) => Ok((id, text)),
             (id, _) => {
                 let field = if id.is_none() { "_id" } else { "text" };
                 let at = Location::line(path, n).field(field);
-                sink.reject(BadInput::new(at, "missing field", format!("missing or empty `{field}`")))
+                Err(BadInput::new(at, "missing field", format!("missing or empty `{field}`")).into())
             }
         }
+    };
+    sink.each_line(path, parse, |sink, (id, text)| {
+        add(sink, &id, text);
+        Ok(())
     })
 }
 

@@ -154,13 +154,12 @@ fn with_expected(mut bad: BadInput) -> BadInput {
 // ---- v1.1: JSON lines ----
 
 fn convert_lines(path: &Path, sink: &mut Sink) -> Result<()> {
-    sink.each_line(path, |sink, n, line| {
-        let Some(rec) = sink.parse_line::<LineRecord>(path, n, line)? else { return Ok(()) };
-        match record(rec.query_id, &rec.query, &rec.passages, rec.answers) {
-            Ok(record) => sink.emit(record),
-            Err((field, kind)) => sink.reject(BadInput::new(Location::line(path, n).field(field), kind, kind)),
-        }
-    })
+    let parse = |n, line: &str| {
+        let rec: LineRecord = serde_json::from_str(line).map_err(|e| BadInput::json(path, n, &e))?;
+        record(rec.query_id, &rec.query, &rec.passages, rec.answers)
+            .map_err(|(field, kind)| BadInput::new(Location::line(path, n).field(field), kind, kind).into())
+    };
+    sink.each_line(path, parse, Sink::emit)
 }
 
 // ---- v2.1: columns ----

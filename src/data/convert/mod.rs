@@ -14,6 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use rayon::prelude::*;
 
 use super::error::BadInput;
 use super::io::{JsonlWriter, Lines};
@@ -109,6 +110,9 @@ pub struct Summary {
 
 const SKIP_EXAMPLES: usize = 5;
 
+/// JSON-lines input parsed per batch: large enough to keep every core busy, small enough to stream.
+const LINE_BATCH_BYTES: usize = 8 << 20;
+
 impl Sink {
     pub fn new(out: JsonlWriter, on_error: OnError, max_samples: Option<u64>) -> Self {
         Sink { out, on_error, max_samples, summary: Summary::default() }
@@ -141,33 +145,48 @@ impl Sink {
         }
     }
 
-    /// Hands each non-blank line of a JSON-lines file to `f` with its line number, until the sink is full.
-    /// A line that is not UTF-8 is rejected here.
-    pub fn each_line(&mut self, path: &Path, mut f: impl FnMut(&mut Sink, u64, &str) -> Result<()>) -> Result<()> {
-        let mut lines = Lines::open(path)?;
-        while let Some((n, line)) = lines.next_line()? {
-            match line {
-                Ok(line) if line.trim().is_empty() => {}
-                Ok(line) => f(self, n, line)?,
-                Err(bad) => self.reject(bad)?,
-            }
-            if self.is_full() {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// Parses one JSON line; a line that does not parse is rejected (placed at its line and column) as `None`.
-    pub fn parse_line<'a, T: serde::Deserialize<'a>>(
+    /// Reads a JSON-lines file: `parse` turns each non-blank line (with its number) into a value or the reason
+    /// the line is bad, on every core, batch by batch; `take` then gets the values in file order, and bad lines
+    /// go to `reject`. Stops once the sink is full. A line that is not UTF-8 is rejected here.
+    pub fn each_line<T: Send>(
         &mut self,
         path: &Path,
-        n: u64,
-        line: &'a str,
-    ) -> Result<Option<T>> {
-        match serde_json::from_str(line) {
-            Ok(value) => Ok(Some(value)),
-            Err(e) => self.reject(BadInput::json(path, n, &e)).map(|()| None),
+        parse: impl Fn(u64, &str) -> Result<T, Box<BadInput>> + Sync,
+        mut take: impl FnMut(&mut Sink, T) -> Result<()>,
+    ) -> Result<()> {
+        let mut lines = Lines::open(path)?;
+        let mut batch: Vec<(u64, Result<String, BadInput>)> = Vec::new();
+        loop {
+            let mut bytes = 0;
+            let mut more = true;
+            while bytes < LINE_BATCH_BYTES {
+                let Some((n, line)) = lines.next_line()? else {
+                    more = false;
+                    break;
+                };
+                bytes += line.as_ref().map_or(0, |l| l.len());
+                batch.push((n, line.map(str::to_owned)));
+            }
+            let parsed: Vec<Option<Result<T, Box<BadInput>>>> = std::mem::take(&mut batch)
+                .into_par_iter()
+                .map(|(n, line)| match line {
+                    Ok(line) if line.trim().is_empty() => None,
+                    Ok(line) => Some(parse(n, &line)),
+                    Err(bad) => Some(Err(Box::new(bad))),
+                })
+                .collect();
+            for item in parsed.into_iter().flatten() {
+                match item {
+                    Ok(value) => take(self, value)?,
+                    Err(bad) => self.reject(*bad)?,
+                }
+                if self.is_full() {
+                    return Ok(());
+                }
+            }
+            if !more {
+                return Ok(());
+            }
         }
     }
 

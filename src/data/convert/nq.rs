@@ -82,15 +82,16 @@ pub fn convert(opts: &ConvertOptions, sink: &mut Sink) -> Result<()> {
 }
 
 fn convert_file(path: &Path, max_chars: usize, sink: &mut Sink) -> Result<()> {
-    sink.each_line(path, |sink, n, line| match to_record(line, max_chars, path, n) {
-        Ok((record, cut)) => {
+    sink.each_line(
+        path,
+        |n, line| to_record(line, max_chars, path, n),
+        |sink, (record, cut)| {
             if cut {
                 sink.note("page texts cut to --max-chars");
             }
             sink.emit(record)
-        }
-        Err(bad) => sink.reject(*bad),
-    })
+        },
+    )
 }
 
 /// Boxed: a `BadInput` is large beside the records it stands in for.
