@@ -197,10 +197,13 @@ fn png_size(path: &Path) -> (u32, u32) {
 fn cli_writes_pngs_of_the_asked_size() {
     let dir = tempfile::tempdir().unwrap();
     let doc = dir.path().join("doc.txt");
-    std::fs::write(&doc, "Hello, page.\nΓειά σου, Мир.").unwrap();
+    std::fs::write(&doc, "\u{feff}Hello, page.\nΓειά σου, Мир.").unwrap();
     let out = dir.path().join("out.png");
     ok(["render", "--document", doc.to_str().unwrap(), "--output", out.to_str().unwrap(), "--width", "300"]);
     assert_eq!(png_size(&out), (300, 1024));
+    // The file's byte-order mark is not drawn.
+    let expected = render("Hello, page.\nΓειά σου, Мир.", &RenderConfig { width: 300, ..RenderConfig::default() });
+    assert_eq!(image::open(&out).unwrap().to_rgb8(), expected.unwrap()[0]);
     assert_eq!(files_in(dir.path()), ["doc.txt", "out.png"]);
     // Same input, same bytes.
     let again = dir.path().join("again.png");

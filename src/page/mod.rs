@@ -32,7 +32,8 @@ pub fn render_document(document: &Path, output: &Path, config: &RenderConfig, mo
                 e.valid_up_to()
             )
         })?;
-        render(text, config)?
+        // A byte-order mark is an encoding signature, not text to draw.
+        render(text.strip_prefix('\u{feff}').unwrap_or(text), config)?
     };
     let paths = page_paths(output, pages.len());
     for (page, path) in pages.iter().zip(&paths) {
