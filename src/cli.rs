@@ -9,6 +9,7 @@ use crate::data::convert::{self, ConvertOptions, Dataset, OnError};
 use crate::data::mix::{self, WeightedInput};
 use crate::data::split::{self, Fractions};
 use crate::data::validate::{self, Limits};
+use crate::page::{self, Mode, RenderConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,7 +39,7 @@ pub enum Command {
     /// Write a new model directory (config.json, model.safetensors, tokenizer.json) from a preset.
     Init(NotBuiltArgs),
     /// Render a text document to the page image(s) the model sees.
-    Render(NotBuiltArgs),
+    Render(RenderArgs),
     /// Fine-tune (LoRA or full) from a JSON or TOML config file.
     Train(NotBuiltArgs),
     /// Answer an instruction about a document (single, batch file, or interactive).
@@ -92,6 +93,38 @@ pub struct ConvertArgs {
     /// Seed for every random choice (FiQA distractors and their order).
     #[arg(long, default_value_t = convert::DEFAULT_SEED)]
     pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "A text that needs several pages is written to <stem>-1.png, <stem>-2.png, ... beside \
+                        --output (page-1.png, page-2.png, ... by default); one page goes to --output itself. \
+                        Files are written to a temporary file, then renamed into place.")]
+pub struct RenderArgs {
+    /// UTF-8 text file to render; a PNG or JPEG image (recognised by content) is shown instead as the padded
+    /// square the model sees in --mode.
+    #[arg(long, short)]
+    pub document: PathBuf,
+    /// Output PNG file.
+    #[arg(long, short, default_value = "page.png")]
+    pub output: PathBuf,
+    /// Page width in pixels.
+    #[arg(long, default_value_t = RenderConfig::default().width)]
+    pub width: u32,
+    /// Page height in pixels.
+    #[arg(long, default_value_t = RenderConfig::default().height)]
+    pub height: u32,
+    /// Font size in pixels per em (DejaVu Sans Mono advances 0.6 em a character).
+    #[arg(long, default_value_t = RenderConfig::default().font_size)]
+    pub font_size: f32,
+    /// Baseline-to-baseline distance in pixels [default: the font's height plus 1 px, 32 at size 26].
+    #[arg(long)]
+    pub line_pitch: Option<u32>,
+    /// Blank border on each side in pixels.
+    #[arg(long, default_value_t = RenderConfig::default().margin)]
+    pub margin: u32,
+    /// Resolution mode, for an image document: tiny 512, small 640, base 1024, large 1280 px.
+    #[arg(long, value_enum, default_value_t = Mode::Base)]
+    pub mode: Mode,
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,7 +207,7 @@ pub fn run(cli: Cli) -> Result<()> {
             DataCommand::Synth(_) => not_built("data synth"),
         },
         Command::Init(_) => not_built("init"),
-        Command::Render(_) => not_built("render"),
+        Command::Render(args) => run_render(args),
         Command::Train(_) => not_built("train"),
         Command::Instruct(_) => not_built("instruct"),
         Command::Eval(_) => not_built("eval"),
@@ -200,6 +233,21 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
     eprintln!("deepsynth convert {}: {} -> {}", args.dataset.name(), summary, opts.output.display());
     for example in &summary.skipped_examples {
         eprintln!("  skipped: {example}");
+    }
+    Ok(())
+}
+
+fn run_render(args: RenderArgs) -> Result<()> {
+    let config = RenderConfig {
+        width: args.width,
+        height: args.height,
+        font_size: args.font_size,
+        line_pitch: args.line_pitch.unwrap_or_else(|| RenderConfig::natural_line_pitch(args.font_size)),
+        margin: args.margin,
+    };
+    let written = page::render_document(&args.document, &args.output, &config, args.mode)?;
+    for path in &written {
+        eprintln!("deepsynth render: {} -> {}", args.document.display(), path.display());
     }
     Ok(())
 }
