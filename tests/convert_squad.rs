@@ -146,3 +146,28 @@ fn output_gets_the_usual_permissions() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&out), mode(&plain));
 }
+
+#[test]
+fn article_of_the_wrong_shape_is_placed_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.json");
+    let article = r#"{"paragraphs":[{"context":"abc","qas":[{"id":"a","question":"q","answers":[{"text":"b","answer_start":"x"}]}]}]}"#;
+    std::fs::write(&input, format!("{{\"data\": [{article},\n{article}]}}")).unwrap();
+    let out = dir.path().join("out.jsonl");
+    for policy in ["fail", "skip"] {
+        let err = fails([
+            "convert",
+            "squad",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--on-error",
+            policy,
+        ]);
+        // Line 1: the first article starts at column 11, and serde places the error at the bad value's last byte.
+        let col = 10 + article.find(r#""x""#).unwrap() + 3;
+        assert!(err.contains(&format!("in.json:1:{col}: data[0]: unexpected JSON shape")), "{err}");
+        assert!(!out.exists());
+    }
+}

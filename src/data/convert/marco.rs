@@ -19,7 +19,7 @@ use anyhow::Result;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::{columnar, ConvertOptions, Sink};
+use super::{jsonscan, ConvertOptions, Sink};
 use crate::data::error::{BadInput, Location};
 use crate::data::io;
 use crate::data::record::Record;
@@ -270,7 +270,7 @@ fn convert_columnar(path: &Path, sink: &mut Sink) -> Result<()> {
 fn read_columns(path: &Path) -> Result<Columns> {
     let mut columns = Columns::default();
     let wanted = |name: &str| name == PASSAGES || Field::ALL.iter().any(|f| f.name() == name);
-    columnar::scan(io::open(path)?, path, wanted, |name, key, raw| {
+    jsonscan::columns(io::open(path)?, path, wanted, |name, key, raw| {
         if name == PASSAGES {
             // Each column is seen once, so its first row is where its presence is learnt.
             columns.has_passages = true;
@@ -296,7 +296,7 @@ fn read_columns(path: &Path) -> Result<Columns> {
 
 /// Pass 2: streams the passages column and writes each row's record as soon as its passages are read.
 fn stream_passages(path: &Path, mut columns: Columns, sink: &mut Sink) -> Result<()> {
-    columnar::scan(
+    jsonscan::columns(
         io::open(path)?,
         path,
         |name| name == PASSAGES,

@@ -3,8 +3,8 @@
 //! Each converter reads its inputs and hands records (or the reason a record is bad) to a [`Sink`],
 //! which applies the `--on-error` policy, `--max-samples`, and writes the output atomically.
 
-mod columnar;
 pub mod fiqa;
+mod jsonscan;
 pub mod marco;
 pub mod nq;
 pub mod squad;
@@ -95,6 +95,14 @@ pub struct Sink {
     on_error: OnError,
     max_samples: Option<u64>,
     summary: Summary,
+}
+
+/// What a converter decided about one input item, when items are decided on several cores: applied to the sink
+/// in input order.
+pub enum Decision {
+    Emit(Record),
+    Reject(BadInput),
+    Note(&'static str),
 }
 
 /// What a conversion did: records written, records skipped (by kind), and notes about accepted records.
@@ -192,6 +200,21 @@ impl Sink {
 
     pub fn note(&mut self, kind: &'static str) {
         *self.summary.notes.entry(kind).or_default() += 1;
+    }
+
+    /// Applies decisions in order, stopping once the sink is full.
+    pub fn apply(&mut self, decisions: Vec<Decision>) -> Result<()> {
+        for decision in decisions {
+            if self.is_full() {
+                break;
+            }
+            match decision {
+                Decision::Emit(record) => self.emit(record)?,
+                Decision::Reject(bad) => self.reject(bad)?,
+                Decision::Note(kind) => self.note(kind),
+            }
+        }
+        Ok(())
     }
 
     /// Moves the output into place and returns the summary.

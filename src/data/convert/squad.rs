@@ -5,21 +5,18 @@
 //! at that offset is kept, and counted as a note in the summary.
 
 use std::borrow::Cow;
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use anyhow::Result;
+use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::{ConvertOptions, Sink};
+use super::jsonscan::{self, Start};
+use super::{ConvertOptions, Decision, Sink};
 use crate::data::error::{BadInput, Location};
 use crate::data::io;
 use crate::data::record::Record;
-
-#[derive(Deserialize)]
-struct SquadFile<'a> {
-    #[serde(borrow)]
-    data: Vec<Article<'a>>,
-}
 
 #[derive(Deserialize)]
 struct Article<'a> {
@@ -64,66 +61,104 @@ pub fn convert(opts: &ConvertOptions, sink: &mut Sink) -> Result<()> {
     Ok(())
 }
 
+/// Articles parsed per batch: large enough to keep every core busy, small enough to stream.
+const BATCH_BYTES: usize = 8 << 20;
+
+const EXPECTED: &str = "expected a SQuAD v1.1/v2.0 JSON file: {\"data\": [{\"paragraphs\": [{\"context\", \"qas\"}]}]}";
+
+/// Streams the file's `data` list; articles are parsed and converted on every core, a batch at a time, and
+/// their records applied in file order. A broken document cannot be skipped past: a syntax error, or an
+/// article of the wrong shape, is an error whatever `--on-error` says.
 fn convert_file(path: &Path, sink: &mut Sink) -> Result<()> {
-    let bytes = io::read_all(path)?;
-    // A broken document cannot be skipped past: it is an error whatever --on-error says.
-    let file: SquadFile = serde_json::from_slice(&bytes).map_err(|e| {
-        let mut bad = BadInput::json(path, 1, &e);
-        bad.message.push_str(
-            " (expected a SQuAD v1.1/v2.0 JSON file: {\"data\": [{\"paragraphs\": [{\"context\", \"qas\"}]}]})",
-        );
-        bad
+    let mut batch: Vec<(usize, Start, Vec<u8>)> = Vec::new();
+    let mut bytes = 0;
+    jsonscan::list_items(io::open(path)?, path, "data", |raw, start| {
+        batch.push((batch.len(), start, raw.to_vec()));
+        bytes += raw.len();
+        if bytes >= BATCH_BYTES {
+            convert_batch(path, &mut batch, sink)?;
+            bytes = 0;
+        }
+        Ok(if sink.is_full() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+    })
+    .map_err(|e| match e.downcast::<BadInput>() {
+        Ok(mut bad) => {
+            bad.message.push_str(&format!(" ({EXPECTED})"));
+            bad.into()
+        }
+        Err(e) => e,
     })?;
-    for (a, article) in file.data.iter().enumerate() {
-        for (p, paragraph) in article.paragraphs.iter().enumerate() {
-            let at = |field: &str, q: Option<usize>| {
-                let within = match q {
-                    Some(q) => format!("data[{a}].paragraphs[{p}].qas[{q}]"),
-                    None => format!("data[{a}].paragraphs[{p}]"),
-                };
-                Location::file(path).within(within).field(field)
+    convert_batch(path, &mut batch, sink)
+}
+
+fn convert_batch(path: &Path, batch: &mut Vec<(usize, Start, Vec<u8>)>, sink: &mut Sink) -> Result<()> {
+    let decided: Vec<Result<Vec<Decision>, BadInput>> =
+        batch.par_iter().map(|(a, start, raw)| convert_article(path, *a, *start, raw)).collect();
+    // Indices count on across batches.
+    let next = batch.last().map_or(0, |(a, _, _)| a + 1);
+    batch.clear();
+    batch.reserve(next.min(1024));
+    for decisions in decided {
+        sink.apply(decisions?)?;
+    }
+    Ok(())
+}
+
+fn convert_article(path: &Path, a: usize, start: Start, raw: &[u8]) -> Result<Vec<Decision>, BadInput> {
+    let article: Article = serde_json::from_slice(raw).map_err(|e| {
+        let location = start.locate(path, &e).within(format!("data[{a}]"));
+        BadInput { location, ..BadInput::json(path, 1, &e) }
+    })?;
+    let mut out = Vec::new();
+    for (p, paragraph) in article.paragraphs.iter().enumerate() {
+        let at = |field: &str, q: Option<usize>| {
+            let within = match q {
+                Some(q) => format!("data[{a}].paragraphs[{p}].qas[{q}]"),
+                None => format!("data[{a}].paragraphs[{p}]"),
             };
-            let Some(context) = paragraph.context.as_deref() else {
-                sink.reject(BadInput::new(at("context", None), "missing context", "missing context"))?;
+            Location::file(path).within(within).field(field)
+        };
+        let Some(context) = paragraph.context.as_deref() else {
+            out.push(Decision::Reject(BadInput::new(at("context", None), "missing context", "missing context")));
+            continue;
+        };
+        let mut chars = CharOffsets::new(context);
+        for (q, qa) in paragraph.qas.iter().enumerate() {
+            let (Some(id), Some(question)) = (qa.id.as_deref(), qa.question.as_deref()) else {
+                let field = if qa.id.is_none() { "id" } else { "question" };
+                let bad = BadInput::new(at(field, Some(q)), "missing field", format!("missing `{field}`"));
+                out.push(Decision::Reject(bad));
                 continue;
             };
-            let mut chars = CharOffsets::new(context);
-            for (q, qa) in paragraph.qas.iter().enumerate() {
-                let (Some(id), Some(question)) = (qa.id.as_deref(), qa.question.as_deref()) else {
-                    let field = if qa.id.is_none() { "id" } else { "question" };
-                    sink.reject(BadInput::new(at(field, Some(q)), "missing field", format!("missing `{field}`")))?;
-                    continue;
-                };
-                if question.trim().is_empty() {
-                    sink.reject(BadInput::new(at("question", Some(q)), "empty question", "empty question"))?;
-                    continue;
-                }
-                let mut golds = Vec::with_capacity(qa.answers.len());
-                let mut bad = None;
-                if !qa.is_impossible {
-                    for (i, ans) in qa.answers.iter().enumerate() {
-                        let Some(text) = ans.text.as_deref() else {
-                            bad = Some(format!("answers[{i}].text"));
-                            break;
-                        };
-                        if !chars.text_at(ans.answer_start, text) {
-                            sink.note("answers whose answer_start does not point at their text");
-                        }
-                        golds.push(text.to_string());
+            if question.trim().is_empty() {
+                out.push(Decision::Reject(BadInput::new(at("question", Some(q)), "empty question", "empty question")));
+                continue;
+            }
+            let mut golds = Vec::with_capacity(qa.answers.len());
+            let mut bad = None;
+            if !qa.is_impossible {
+                for (i, ans) in qa.answers.iter().enumerate() {
+                    let Some(text) = ans.text.as_deref() else {
+                        bad = Some(format!("answers[{i}].text"));
+                        break;
+                    };
+                    if !chars.text_at(ans.answer_start, text) {
+                        out.push(Decision::Note("answers whose answer_start does not point at their text"));
                     }
+                    golds.push(text.to_string());
                 }
-                if let Some(field) = bad {
-                    sink.reject(BadInput::new(at(&field, Some(q)), "missing answer text", "missing answer text"))?;
-                    continue;
-                }
-                sink.emit(Record::new(id, "squad", context, question, golds))?;
-                if sink.is_full() {
-                    return Ok(());
-                }
+            }
+            match bad {
+                Some(field) => out.push(Decision::Reject(BadInput::new(
+                    at(&field, Some(q)),
+                    "missing answer text",
+                    "missing answer text",
+                ))),
+                None => out.push(Decision::Emit(Record::new(id, "squad", context, question, golds))),
             }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Character offsets into a context, turned into byte offsets; the table is built once per paragraph, and only

@@ -1,9 +1,11 @@
-//! A streaming reader for one JSON object of columns, `{column: {row key: value}}` (pandas' default `to_json`
-//! layout, as MS MARCO v2.1 is distributed), that never holds the file.
+//! Streaming readers for the two big-document shapes the datasets come in, that never hold the whole file:
+//! an object of columns, `{column: {row key: value}}` (pandas' default `to_json`, as MS MARCO v2.1 is
+//! distributed), and an object with one large list, `{"data": [item, ...]}` (SQuAD).
 //!
-//! Only the structure is scanned here: strings (skipped with memchr), nesting, separators. Each row value of a
-//! wanted column is handed over as its own bytes, for serde_json to parse (and check) from a slice, which is several
-//! times faster than serde_json reading from a stream byte by byte. Values of other columns are skipped unparsed.
+//! Only the structure is scanned here: strings (skipped with memchr), nesting, separators. Each wanted value is
+//! handed over as its own bytes, for serde_json to parse (and check) from a slice, which is several times faster than
+//! serde_json reading from a stream byte by byte, and lets callers parse items on several cores. Values not wanted
+//! are skipped unparsed.
 
 use std::io::BufRead;
 use std::ops::ControlFlow;
@@ -21,9 +23,75 @@ struct Scanner<'p, R> {
     column: u64,
 }
 
+/// Where a value starts in the file, to place errors that serde_json reports relative to the value's own bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Start {
+    pub line: u64,
+    pub column: u64,
+}
+
+impl Start {
+    /// A serde_json error inside the value, placed in the file.
+    pub fn locate(self, path: &Path, err: &serde_json::Error) -> Location {
+        let (line, column) = match err.line() as u64 {
+            0 | 1 => (self.line, self.column + err.column() as u64),
+            n => (self.line + n - 1, err.column() as u64),
+        };
+        Location { column: Some(column), ..Location::line(path, line) }
+    }
+}
+
+/// Scans an object from `reader` whose member `key` is a list: each item goes to `item` as raw bytes with where
+/// it starts; other members are skipped. An object without `key` is an error.
+pub fn list_items(
+    reader: impl BufRead,
+    path: &Path,
+    key: &str,
+    mut item: impl FnMut(&[u8], Start) -> Result<ControlFlow<()>>,
+) -> Result<()> {
+    let mut s = Scanner { reader, path, line: 1, column: 0 };
+    let mut name = Vec::new();
+    let mut value = Vec::new();
+    let mut found = false;
+    s.open(b'{', "an object")?;
+    while let Some(member) = s.next_key(&mut name)? {
+        if member != key {
+            s.value(None)?;
+            s.after_value(b'}')?;
+            continue;
+        }
+        found = true;
+        s.open(b'[', &format!("`{key}` to be a list"))?;
+        s.skip_ws()?;
+        if s.peek()? == Some(b']') {
+            s.bump(b']');
+        } else {
+            loop {
+                value.clear();
+                s.skip_ws()?;
+                let start = Start { line: s.line, column: s.column };
+                s.value(Some(&mut value))?;
+                if item(&value, start)?.is_break() {
+                    return Ok(());
+                }
+                s.after_value(b']')?;
+                if s.peek()? == Some(b']') {
+                    s.bump(b']');
+                    break;
+                }
+            }
+        }
+        s.after_value(b'}')?;
+    }
+    if !found {
+        return Err(s.error("unexpected JSON shape", &format!("missing field `{key}`")));
+    }
+    s.end()
+}
+
 /// Scans the object of columns from `reader`. For every row of a column that `want` accepts, `row(column, key,
 /// value)` gets the row's key (decoded) and raw value bytes; `Break` stops the scan at once.
-pub fn scan(
+pub fn columns(
     reader: impl BufRead,
     path: &Path,
     mut want: impl FnMut(&str) -> bool,
@@ -36,7 +104,7 @@ pub fn scan(
     while let Some(column) = s.next_key(&mut key)? {
         if !want(&column) {
             s.value(None)?;
-            s.after_value()?;
+            s.after_value(b'}')?;
             continue;
         }
         s.open(b'{', "a column: an object {row key: value}")?;
@@ -46,21 +114,26 @@ pub fn scan(
             if row(&column, &row_key, &value)?.is_break() {
                 return Ok(());
             }
-            s.after_value()?;
+            s.after_value(b'}')?;
         }
-        s.after_value()?;
+        s.after_value(b'}')?;
     }
-    s.skip_ws()?;
-    match s.peek()? {
-        None => Ok(()),
-        Some(_) => Err(s.error("invalid JSON", "trailing characters after the object")),
-    }
+    s.end()
 }
 
 impl<R: BufRead> Scanner<'_, R> {
     fn error(&self, kind: &'static str, what: &str) -> anyhow::Error {
         let location = Location { column: Some(self.column), ..Location::line(self.path, self.line) };
         BadInput::new(location, kind, format!("{kind}: {what}")).into()
+    }
+
+    /// After the top-level object: nothing but white space.
+    fn end(&mut self) -> Result<()> {
+        self.skip_ws()?;
+        match self.peek()? {
+            None => Ok(()),
+            Some(_) => Err(self.error("invalid JSON", "trailing characters after the object")),
+        }
     }
 
     fn truncated(&self) -> anyhow::Error {
@@ -131,20 +204,21 @@ impl<R: BufRead> Scanner<'_, R> {
         Ok(Some(key))
     }
 
-    /// After a value inside an object: `,` (more to come) or `}` (pushed back for `next_key`).
-    fn after_value(&mut self) -> Result<()> {
+    /// After a value inside an object (`close` `}`) or a list (`]`): `,` (more to come) or the closing byte
+    /// (left for the caller).
+    fn after_value(&mut self, close: u8) -> Result<()> {
         self.skip_ws()?;
         match self.peek()? {
             Some(b',') => {
                 self.bump(b',');
                 self.skip_ws()?;
-                if self.peek()? == Some(b'}') {
+                if self.peek()? == Some(close) {
                     return Err(self.error("invalid JSON", "trailing comma"));
                 }
                 Ok(())
             }
-            Some(b'}') => Ok(()),
-            Some(_) => Err(self.error("invalid JSON", "expected `,` or `}`")),
+            Some(b) if b == close => Ok(()),
+            Some(_) => Err(self.error("invalid JSON", &format!("expected `,` or `{}`", close as char))),
             None => Err(self.truncated()),
         }
     }
@@ -212,7 +286,7 @@ mod tests {
 
     fn rows(text: &str, want: &[&str]) -> Result<Vec<(String, String, String)>> {
         let mut got = Vec::new();
-        scan(
+        columns(
             text.as_bytes(),
             Path::new("t.json"),
             |c| want.contains(&c),
@@ -247,5 +321,28 @@ mod tests {
         assert!(err(r#"{"a": {"0": 1,}}"#).contains("trailing comma"));
         assert!(err(r#"{"a": {"0": 1}} x"#).contains("trailing characters"));
         assert!(err(r#"{"a": [1]}"#).contains("expected a column"));
+    }
+
+    #[test]
+    fn list_items_are_placed_in_the_file() {
+        let text = "{\"version\": {\"x\": [1]},\n \"data\": [ {\"a\": \"]\"},\n  [2, 3], 4 ]}";
+        let mut got = Vec::new();
+        list_items(text.as_bytes(), Path::new("t.json"), "data", |raw, start| {
+            got.push((String::from_utf8(raw.to_vec()).unwrap(), start.line, start.column));
+            Ok(ControlFlow::Continue(()))
+        })
+        .unwrap();
+        let want = [(r#"{"a": "]"}"#, 2, 11), ("[2, 3]", 3, 2), ("4", 3, 10)];
+        assert_eq!(got.len(), 3);
+        for ((raw, line, column), (w, wl, wc)) in got.iter().zip(want) {
+            assert_eq!((raw.as_str(), *line, *column), (w, wl, wc));
+        }
+        // A serde error inside an item is placed in the file: column 3 of the item's own text.
+        let err = serde_json::from_str::<Vec<u8>>("[1,x]").unwrap_err();
+        let at = Start { line: 3, column: 2 }.locate(Path::new("t.json"), &err);
+        assert_eq!((at.line, at.column), (Some(3), Some(2 + err.column() as u64)));
+        let missing = list_items(&b"{\"v\": 1}"[..], Path::new("t.json"), "data", |_, _| Ok(ControlFlow::Continue(())));
+        assert!(missing.unwrap_err().to_string().contains("missing field `data`"));
+        assert!(list_items(&b"{\"data\": []}"[..], Path::new("t.json"), "data", |_, _| unreachable!()).is_ok());
     }
 }
