@@ -92,22 +92,23 @@ fn convert_file(path: &Path, sink: &mut Sink) -> Result<()> {
 }
 
 fn convert_batch(path: &Path, batch: &mut Vec<(usize, Start, Vec<u8>)>, sink: &mut Sink) -> Result<()> {
-    let decided: Vec<Result<Vec<Decision>, BadInput>> =
+    let decided: Vec<Result<Vec<Decision>, Box<BadInput>>> =
         batch.par_iter().map(|(a, start, raw)| convert_article(path, *a, *start, raw)).collect();
     // Indices count on across batches.
     let next = batch.last().map_or(0, |(a, _, _)| a + 1);
     batch.clear();
     batch.reserve(next.min(1024));
     for decisions in decided {
-        sink.apply(decisions?)?;
+        sink.apply(decisions.map_err(|bad| *bad)?)?;
     }
     Ok(())
 }
 
-fn convert_article(path: &Path, a: usize, start: Start, raw: &[u8]) -> Result<Vec<Decision>, BadInput> {
+/// Boxed: a `BadInput` is large beside the records it stands in for.
+fn convert_article(path: &Path, a: usize, start: Start, raw: &[u8]) -> Result<Vec<Decision>, Box<BadInput>> {
     let article: Article = serde_json::from_slice(raw).map_err(|e| {
         let location = start.locate(path, &e).within(format!("data[{a}]"));
-        BadInput { location, ..BadInput::json(path, 1, &e) }
+        Box::new(BadInput { location, ..BadInput::json(path, 1, &e) })
     })?;
     let mut out = Vec::new();
     for (p, paragraph) in article.paragraphs.iter().enumerate() {
