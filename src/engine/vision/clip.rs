@@ -47,8 +47,10 @@ impl Attention {
         let qkv = self.qkv_proj.forward_t(x, train)?.reshape((batch, len, 3, self.heads, self.head_dim))?;
         // [batch, heads, len, head_dim] for q (0), k (1), v (2).
         let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous();
-        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (self.head_dim as f64).sqrt()))?;
+        // Scaling q rather than the scores: len·width products instead of heads·len².
+        let q = (part(0)? * (1.0 / (self.head_dim as f64).sqrt()))?;
+        let (k, v) = (part(1)?, part(2)?);
+        let scores = q.matmul(&k.t()?)?;
         // Softmax in f32, with plain ops: the fused softmax has no backward.
         let probs = candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?.to_dtype(q.dtype())?;
         let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, len, width))?;
