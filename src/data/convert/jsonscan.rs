@@ -253,27 +253,75 @@ impl<R: BufRead> Scanner<'_, R> {
         }
     }
 
-    /// One value of any kind, copied into `out` when given.
+    /// One value of any kind, copied into `out` when given. Works a buffered chunk at a time (memchr inside
+    /// strings), since this loop sees every byte of the file.
     fn value(&mut self, mut out: Option<&mut Vec<u8>>) -> Result<()> {
         self.skip_ws()?;
         let mut depth = 0usize;
+        let mut in_string = false;
+        // A backslash ended the previous chunk: the next byte is escaped.
+        let mut escaped = false;
         loop {
-            let b = self.peek()?.ok_or_else(|| self.truncated())?;
-            if depth == 0 && matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
-                // The end of a scalar at the top of this value.
-                return Ok(());
+            let path = self.path;
+            let chunk = self.reader.fill_buf().with_context(|| format!("cannot read {}", path.display()))?;
+            if chunk.is_empty() {
+                return Err(self.truncated());
             }
-            self.bump(b);
+            let mut i = usize::from(std::mem::take(&mut escaped));
+            let mut done = false;
+            while i < chunk.len() {
+                if in_string {
+                    match memchr::memchr2(b'"', b'\\', &chunk[i..]) {
+                        None => i = chunk.len(),
+                        Some(k) if chunk[i + k] == b'\\' => {
+                            i += k + 2;
+                            escaped = i > chunk.len();
+                            i = i.min(chunk.len());
+                        }
+                        Some(k) => {
+                            i += k + 1;
+                            in_string = false;
+                            if depth == 0 {
+                                done = true;
+                                break;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                match chunk[i] {
+                    // The end of a scalar at the top of this value (not part of it).
+                    b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r' if depth == 0 => {
+                        done = true;
+                        break;
+                    }
+                    b'"' => in_string = true,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            i += 1;
+                            done = true;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            let taken = &chunk[..i];
             if let Some(out) = out.as_deref_mut() {
-                out.push(b);
+                out.extend_from_slice(taken);
             }
-            match b {
-                b'"' => self.string(out.as_deref_mut())?,
-                b'{' | b'[' => depth += 1,
-                b'}' | b']' => depth = depth.checked_sub(1).ok_or_else(|| self.error("invalid JSON", "unbalanced"))?,
-                _ => {}
+            match memchr::memrchr(b'\n', taken) {
+                Some(last) => {
+                    self.line += memchr::memchr_iter(b'\n', taken).count() as u64;
+                    self.column = (i - last - 1) as u64;
+                }
+                None => self.column += i as u64,
             }
-            if depth == 0 && matches!(b, b'"' | b'}' | b']') {
+            self.reader.consume(i);
+            if done {
                 return Ok(());
             }
         }
@@ -284,18 +332,32 @@ impl<R: BufRead> Scanner<'_, R> {
 mod tests {
     use super::*;
 
+    /// The rows handed over, checked to be the same whatever the reader's buffer size (values, strings and
+    /// escapes cut at every possible chunk boundary).
     fn rows(text: &str, want: &[&str]) -> Result<Vec<(String, String, String)>> {
-        let mut got = Vec::new();
-        columns(
-            text.as_bytes(),
-            Path::new("t.json"),
-            |c| want.contains(&c),
-            |c, k, v| {
-                got.push((c.to_string(), k.to_string(), String::from_utf8(v.to_vec()).unwrap()));
-                Ok(ControlFlow::Continue(()))
-            },
-        )?;
-        Ok(got)
+        let scan_with = |capacity: usize| {
+            let mut got = Vec::new();
+            let reader = std::io::BufReader::with_capacity(capacity, text.as_bytes());
+            columns(
+                reader,
+                Path::new("t.json"),
+                |c| want.contains(&c),
+                |c, k, v| {
+                    got.push((c.to_string(), k.to_string(), String::from_utf8(v.to_vec()).unwrap()));
+                    Ok(ControlFlow::Continue(()))
+                },
+            )
+            .map(|()| got)
+        };
+        let whole = scan_with(1 << 16);
+        for capacity in 1..9 {
+            match (&whole, scan_with(capacity)) {
+                (Ok(a), Ok(b)) => assert_eq!(a, &b, "buffer of {capacity}"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "buffer of {capacity}"),
+                (a, b) => panic!("buffer of {capacity}: {a:?} vs {b:?}"),
+            }
+        }
+        whole
     }
 
     #[test]
