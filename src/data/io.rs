@@ -99,10 +99,17 @@ impl Lines {
 /// converter reads and parses while the previous records are encoded (two cores: about twice the throughput).
 pub struct JsonlWriter {
     path: PathBuf,
-    batch: Vec<Record>,
-    to_writer: Option<SyncSender<Vec<Record>>>,
+    batch: Vec<Line>,
+    to_writer: Option<SyncSender<Vec<Line>>>,
     writer: Option<JoinHandle<io::Result<tempfile::NamedTempFile>>>,
     count: u64,
+}
+
+/// A line for the writer thread: a record to encode there, or one encoded already (by a converter that encodes
+/// on several cores).
+enum Line {
+    Record(Record),
+    Encoded(Vec<u8>),
 }
 
 /// Records handed to the writer thread at a time: enough to make the channel's cost vanish.
@@ -111,12 +118,15 @@ const BATCH: usize = 256;
 impl JsonlWriter {
     pub fn create(path: &Path) -> Result<Self> {
         let tmp = temp_beside(path)?;
-        let (to_writer, batches) = sync_channel::<Vec<Record>>(4);
+        let (to_writer, batches) = sync_channel::<Vec<Line>>(4);
         let writer = std::thread::spawn(move || {
             let mut out = BufWriter::with_capacity(1 << 20, tmp);
             for batch in batches {
-                for record in &batch {
-                    serde_json::to_writer(&mut out, record)?;
+                for line in &batch {
+                    match line {
+                        Line::Record(record) => serde_json::to_writer(&mut out, record)?,
+                        Line::Encoded(bytes) => out.write_all(bytes)?,
+                    }
                     out.write_all(b"\n")?;
                 }
             }
@@ -132,7 +142,16 @@ impl JsonlWriter {
     }
 
     pub fn write(&mut self, record: Record) -> Result<()> {
-        self.batch.push(record);
+        self.push(Line::Record(record))
+    }
+
+    /// Writes a record already encoded as one JSON line (no newline).
+    pub fn write_encoded(&mut self, line: Vec<u8>) -> Result<()> {
+        self.push(Line::Encoded(line))
+    }
+
+    fn push(&mut self, line: Line) -> Result<()> {
+        self.batch.push(line);
         self.count += 1;
         if self.batch.len() >= BATCH {
             self.send()?;

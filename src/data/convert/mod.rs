@@ -100,7 +100,8 @@ pub struct Sink {
 /// What a converter decided about one input item, when items are decided on several cores: applied to the sink
 /// in input order.
 pub enum Decision {
-    Emit(Record),
+    /// A record, already encoded as one JSON line (without its newline).
+    Emit(Vec<u8>),
     Reject(BadInput),
     Note(&'static str),
 }
@@ -209,7 +210,7 @@ impl Sink {
                 break;
             }
             match decision {
-                Decision::Emit(record) => self.emit(record)?,
+                Decision::Emit(line) => self.out.write_encoded(line)?,
                 Decision::Reject(bad) => self.reject(bad)?,
                 Decision::Note(kind) => self.note(kind),
             }

@@ -16,7 +16,7 @@ use super::jsonscan::{self, Start};
 use super::{ConvertOptions, Decision, Sink};
 use crate::data::error::{BadInput, Location};
 use crate::data::io;
-use crate::data::record::Record;
+use crate::data::record::{distinct_golds, EncodedTextRecord};
 
 #[derive(Deserialize)]
 struct Article<'a> {
@@ -124,6 +124,8 @@ fn convert_article(path: &Path, a: usize, start: Start, raw: &[u8]) -> Result<Ve
             continue;
         };
         let mut chars = CharOffsets::new(context);
+        // Escaped once for all the paragraph's questions.
+        let text = serde_json::value::to_raw_value(context).expect("a string always encodes");
         for (q, qa) in paragraph.qas.iter().enumerate() {
             let (Some(id), Some(question)) = (qa.id.as_deref(), qa.question.as_deref()) else {
                 let field = if qa.id.is_none() { "id" } else { "question" };
@@ -155,7 +157,19 @@ fn convert_article(path: &Path, a: usize, start: Start, raw: &[u8]) -> Result<Ve
                     "missing answer text",
                     "missing answer text",
                 ))),
-                None => out.push(Decision::Emit(Record::new(id, "squad", context, question, golds))),
+                None => {
+                    let answers = distinct_golds(golds);
+                    let answer = answers.first().map_or("", String::as_str);
+                    let record = EncodedTextRecord {
+                        id,
+                        source: "squad",
+                        text: &text,
+                        instruction: question,
+                        answer,
+                        answers: &answers,
+                    };
+                    out.push(Decision::Emit(serde_json::to_vec(&record).expect("a record always encodes")));
+                }
             }
         }
     }
