@@ -75,12 +75,12 @@ def hf_name(deepseek):
     return deepseek
 
 
-def hf_sam(sv):
+def hf_sam(sv, attn="eager"):
     return SamVisionModel(SamVisionConfig(
         hidden_size=sv["width"], num_hidden_layers=sv["layers"], num_attention_heads=sv["heads"],
         global_attn_indexes=sv["global_attn_indexes"], image_size=sv["image_size"], patch_size=sv["patch_size"],
         window_size=sv["window_size"], output_channels=sv["out_chans"], mlp_ratio=4.0, layer_norm_eps=1e-6,
-        qkv_bias=True, use_abs_pos=True, use_rel_pos=True, hidden_act="gelu", attn_implementation="eager")).eval()
+        qkv_bias=True, use_abs_pos=True, use_rel_pos=True, hidden_act="gelu", attn_implementation=attn)).eval()
 
 
 def compressor(sv):

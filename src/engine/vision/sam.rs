@@ -12,6 +12,7 @@ mod config;
 mod conv;
 mod layer_norm;
 mod resize;
+mod softmax;
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{init, VarBuilder};

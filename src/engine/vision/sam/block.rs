@@ -1,13 +1,17 @@
 //! One SAM (ViTDet) transformer block: pre-norm attention with decomposed relative positions, over windows or the
 //! whole grid, then a GELU MLP.
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{init, VarBuilder};
 
 use super::layer_norm::LayerNorm;
 use super::resize;
+use super::softmax;
 use super::SamConfig;
 use crate::engine::linear::Linear;
+
+/// Elements of one chunk of attention scores (8 MB in f32).
+const SCORE_CHUNK: usize = 1 << 21;
 
 #[derive(Debug, Clone)]
 struct Attention {
@@ -42,22 +46,41 @@ impl Attention {
         let qkv = self.qkv.forward_t(x, train)?.reshape((n, len, 3, heads, head_dim))?.permute((2, 0, 3, 1, 4))?;
         let part = |i: usize| qkv.get(i)?.reshape((n * heads, len, head_dim));
         let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-
-        let scores = (q.matmul(&k.t()?)? * (head_dim as f64).powf(-0.5))?;
         // Decomposed relative positions (MViTv2): score[(y,x), (ky,kx)] += q·Rh[y,ky] + q·Rw[x,kx], from the
         // unscaled queries.
         let (rel_h, rel_w) =
             decomposed_rel_pos(&q.reshape((n * heads, h, w, head_dim))?, &self.rel_pos_h, &self.rel_pos_w)?;
-        let scores = scores
-            .reshape((n * heads, h, w, h, w))?
-            .broadcast_add(&rel_h.unsqueeze(4)?)?
-            .broadcast_add(&rel_w.unsqueeze(3)?)?
-            .reshape((n * heads, len, len))?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let out =
-            probs.matmul(&v)?.reshape((n, heads, h, w, head_dim))?.permute((0, 2, 3, 1, 4))?.reshape((n, h, w, c))?;
+        let rel_h = rel_h.reshape((n * heads, len, h))?;
+        let rel_w = rel_w.reshape((n * heads, len, w))?;
+        let q = (q * (head_dim as f64).powf(-0.5))?;
+        let out = attend(&q, &k, &v, &rel_h, &rel_w, SCORE_CHUNK)?;
+        let out = out.reshape((n, heads, h, w, head_dim))?.permute((0, 2, 3, 1, 4))?.reshape((n, h, w, c))?;
         self.proj.forward_t(&out, train)
     }
+}
+
+/// softmax(q·kᵀ + rel) · v for q, k, v [B, len, d] and rel_h [B, len, kh], rel_w [B, len, kw] (kh · kw = len),
+/// q already scaled. The score matrices ([B, len, len]: 800 MB for a global block at 1024 px) are made in chunks
+/// of at most `chunk` elements (groups of heads, or query rows of long maps): the allocator then reuses their
+/// memory, where whole ones would be fresh pages every time.
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, rel_h: &Tensor, rel_w: &Tensor, chunk: usize) -> Result<Tensor> {
+    let (batch, len, _) = q.dims3()?;
+    let group = (chunk / (len * len)).clamp(1, batch);
+    let rows = (chunk / len).clamp(1, len);
+    let mut out = Vec::new();
+    for first in (0..batch).step_by(group) {
+        let g = group.min(batch - first);
+        let (k, v) = (k.narrow(0, first, g)?, v.narrow(0, first, g)?);
+        let mut parts = Vec::new();
+        for row in (0..len).step_by(rows) {
+            let r = rows.min(len - row);
+            let part = |t: &Tensor| t.narrow(0, first, g)?.narrow(1, row, r);
+            let scores = part(q)?.matmul(&k.t()?)?;
+            parts.push(softmax::biased_softmax(&scores, &part(rel_h)?, &part(rel_w)?)?.matmul(&v)?);
+        }
+        out.push(Tensor::cat(&parts, 1)?);
+    }
+    Tensor::cat(&out, 0)
 }
 
 /// For queries q [B, h, w, d]: rel_h [B, h, w, h] = q[b,y,x]·Rh[y,ky] and rel_w [B, h, w, w] = q[b,y,x]·Rw[x,kx],
@@ -187,6 +210,26 @@ mod tests {
             back.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             x.flatten_all().unwrap().to_vec1::<f32>().unwrap()
         );
+    }
+
+    #[test]
+    fn chunked_attention_equals_whole() {
+        // 5 maps of 4x6 positions: chunks of 2 maps, or of 7 query rows (a partial last chunk), as one pass.
+        let (b, len, d, kh, kw) = (5, 24, 8, 4, 6);
+        let t = |shape: &[usize], seed: f64| {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = (0..n).map(|i| ((i as f64 * 0.37 + seed).sin()) as f32).collect();
+            Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+        };
+        let (q, k, v) = (t(&[b, len, d], 1.0), t(&[b, len, d], 2.0), t(&[b, len, d], 3.0));
+        let (rel_h, rel_w) = (t(&[b, len, kh], 4.0), t(&[b, len, kw], 5.0));
+        let whole = attend(&q, &k, &v, &rel_h, &rel_w, usize::MAX).unwrap();
+        for chunk in [2 * len * len, 7 * len] {
+            let chunked = attend(&q, &k, &v, &rel_h, &rel_w, chunk).unwrap();
+            let diff: f32 =
+                (&chunked - &whole).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+            assert!(diff < 1e-6, "chunk {chunk}: {diff}");
+        }
     }
 
     #[test]
