@@ -66,6 +66,7 @@ impl CustomOp3 for BiasedSoftmax {
         // Row blocks per thread; a thread is worth starting for about 64k elements or more.
         let threads = candle_core::utils::get_num_threads().min((rows * len).div_ceil(1 << 16)).max(1);
         let per_thread = rows.div_ceil(threads);
+        let softmax_row = row_kernel();
         std::thread::scope(|scope| {
             for (block, out) in out.chunks_mut(per_thread * len).enumerate() {
                 scope.spawn(move || {
@@ -97,10 +98,37 @@ impl CustomOp3 for BiasedSoftmax {
     }
 }
 
+type RowKernel = fn(&[f32], &[f32], &[f32], &mut [f32]);
+
+/// [`softmax_row`] compiled for the widest vector instructions this CPU has (the default build targets SSE2).
+fn row_kernel() -> RowKernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn avx512(scores: &[f32], h: &[f32], w: &[f32], out: &mut [f32]) {
+            softmax_row(scores, h, w, out)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2(scores: &[f32], h: &[f32], w: &[f32], out: &mut [f32]) {
+            softmax_row(scores, h, w, out)
+        }
+        // SAFETY: each is called only where the CPU has the features it was compiled for.
+        if is_x86_feature_detected!("avx512f") {
+            return |s, h, w, o| unsafe { avx512(s, h, w, o) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return |s, h, w, o| unsafe { avx2(s, h, w, o) };
+        }
+    }
+    softmax_row
+}
+
 /// out = softmax(scores + h[i] + w[j]) for key (i, j) = i·kw + j. Written so that the compiler vectorises each
 /// pass (lane-wise accumulators, [`exp`] without a libm call).
+#[inline(always)]
 fn softmax_row(scores: &[f32], h: &[f32], w: &[f32], out: &mut [f32]) {
-    const LANES: usize = 8;
+    // Accumulators: one AVX-512 vector, or two AVX2 ones.
+    const LANES: usize = 16;
     let mut max = [f32::NEG_INFINITY; LANES];
     for ((out, scores), &hi) in out.chunks_mut(w.len()).zip(scores.chunks(w.len())).zip(h) {
         for ((o, &s), &wj) in out.iter_mut().zip(scores).zip(w) {
@@ -151,7 +179,7 @@ fn exp(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5;
     let e_r = p * r * r + r + 1.0;
     // The integer n sits in the low mantissa bits of `shifted`: 2^n from integer ops alone.
     let two_n = (shifted.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127)) << 23;
