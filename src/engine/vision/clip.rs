@@ -8,9 +8,7 @@
 //! transformer.layers.N.{layer_norm1,self_attn.{qkv_proj,out_proj},layer_norm2,mlp.{fc1,fc2}}}`.
 
 mod config;
-mod layer_norm;
 mod projector;
-mod resize;
 
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{init, VarBuilder};
@@ -18,8 +16,9 @@ use candle_nn::{init, VarBuilder};
 pub use config::{ClipConfig, ProjectorConfig};
 pub use projector::{visual_features, Projector};
 
+use super::resize;
 use crate::engine::linear::Linear;
-use layer_norm::LayerNorm;
+use crate::engine::norm::LayerNorm;
 
 /// Multi-head self-attention over all positions, with q, k, v from one fused projection.
 #[derive(Debug, Clone)]
@@ -152,7 +151,7 @@ impl Clip {
         }
         let dtype = self.position_embedding.dtype();
         let stored = self.position_embedding.narrow(0, 1, grid * grid)?.reshape((grid, grid, self.cfg.width))?;
-        let resized = resize::bicubic_antialiased(&stored.to_dtype(DType::F32)?, h, w)?;
+        let resized = resize::bicubic_antialias_grid(&stored.to_dtype(DType::F32)?, h, w)?;
         Tensor::cat(&[self.position_embedding.narrow(0, 0, 1)?, resized.reshape((h * w, ()))?.to_dtype(dtype)?], 0)
     }
 

@@ -10,8 +10,6 @@
 mod block;
 mod config;
 mod conv;
-mod layer_norm;
-mod resize;
 mod softmax;
 
 use candle_core::{Module, Result, Tensor};
@@ -19,10 +17,11 @@ use candle_nn::{init, VarBuilder};
 
 pub use config::SamConfig;
 
+use super::resize;
 use crate::engine::linear::Linear;
+use crate::engine::norm::LayerNorm;
 use block::Block;
 use conv::Conv2d;
-use layer_norm::LayerNorm;
 
 /// The neck's LayerNorm2d eps: a constant of the reference code, not the blocks' `layer_norm_eps`.
 const NECK_EPS: f64 = 1e-6;

@@ -4,11 +4,11 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{init, VarBuilder};
 
-use super::layer_norm::LayerNorm;
-use super::resize;
 use super::softmax;
 use super::SamConfig;
 use crate::engine::linear::Linear;
+use crate::engine::norm::LayerNorm;
+use crate::engine::vision::resize;
 
 /// Elements of one chunk of attention scores (8 MB in f32).
 const SCORE_CHUNK: usize = 1 << 21;
