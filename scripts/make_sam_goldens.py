@@ -15,7 +15,7 @@
    input size but `image_size` and adds `pos_embed` unresized, while DeepSeek-OCR resizes it (bicubic, antialias)
    to the input's grid. So HF can golden only the native size.
 
-2. With --deepseek-sam FILE (DeepSeek-OCR's deepencoder/sam_vary_sdpa.py, e.g. `git -C <fetched repo> show
+2. --deepseek-sam FILE (DeepSeek-OCR's deepencoder/sam_vary_sdpa.py, e.g. `git -C <fetched repo> show
    HEAD:DeepSeek-OCR-master/DeepSeek-OCR-vllm/deepencoder/sam_vary_sdpa.py > /tmp/sam_vary_sdpa.py`; not
    committed here): the same tiny weights in DeepSeek-OCR's own ImageEncoderViT (its 256->512->1024 compressor
    swapped for the tiny one). It must agree with HF at 64 px; then it goldens other input sizes, which resize the
@@ -23,13 +23,13 @@
    compressor) and 96 px (grid 12: both enlarged). Adds `pixels_40`, `sam_out_40`, `pixels_96`, `sam_out_96` (one
    image each).
 
-3. With --deepseek-sam and --reference-model DIR (the regenerated random DeepSeek-OCR weights): DeepSeek-OCR's code
+3. With --reference-model DIR (the regenerated random DeepSeek-OCR weights): DeepSeek-OCR's code
    on the real-size SAM at Tiny 512, Small 640 and Large 1280 px, on the deterministic input of `noise_image`
    (integers / 1024, so Rust rebuilds it bit for bit). Writes tests/fixtures/sam/modes.safetensors with channel
    subsets to stay small: `tiny_512` [1,512,8,8] (channels ::2), `small_640` [1,128,10,10] (channels ::8),
    `large_1280` [1,64,20,20] (channels ::16). Also checks that Base 1024 reproduces the reference's `sam_out`.
 
-Usage: /work/venv/bin/python scripts/make_sam_goldens.py [--deepseek-sam FILE [--reference-model DIR]]
+Usage: /work/venv/bin/python scripts/make_sam_goldens.py --deepseek-sam FILE [--reference-model DIR]
 """
 import argparse
 import importlib.util
@@ -153,18 +153,18 @@ def tiny(deepseek):
     print(f"tiny: {sum(t.numel() for t in tensors.values())} params, |neck_out| max "
           f"{neck_out.abs().max():.3f}, |sam_out| max {sam_out.abs().max():.3f}")
 
-    if deepseek is not None:
-        enc = deepseek_sam(deepseek, sv, comp[0], comp[1])
-        prefix = "model.sam_model."
-        enc.load_state_dict({n[len(prefix):]: t for n, t in tensors.items()}, strict=True)
-        with torch.no_grad():
-            diff = (enc(pixels) - sam_out).abs().max().item()
-            assert diff < 1e-5, f"DeepSeek-OCR's code and HF disagree at the native size: {diff}"
-            print(f"tiny: DeepSeek-OCR's ImageEncoderViT vs HF at 64 px: max abs diff {diff:.2e}")
-            for size in (40, 96):
-                x = torch.randn(1, 3, size, size, generator=gen)
-                golden[f"pixels_{size}"], golden[f"sam_out_{size}"] = x, enc(x)
-                print(f"tiny: {size} px -> {tuple(golden[f'sam_out_{size}'].shape)}")
+    # The same weights in DeepSeek-OCR's own code: equal at the native size, then the resizing sizes.
+    enc = deepseek_sam(deepseek, sv, comp[0], comp[1])
+    prefix = "model.sam_model."
+    enc.load_state_dict({n[len(prefix):]: t for n, t in tensors.items()}, strict=True)
+    with torch.no_grad():
+        diff = (enc(pixels) - sam_out).abs().max().item()
+        assert diff < 1e-5, f"DeepSeek-OCR's code and HF disagree at the native size: {diff}"
+        print(f"tiny: DeepSeek-OCR's ImageEncoderViT vs HF at 64 px: max abs diff {diff:.2e}")
+        for size in (40, 96):
+            x = torch.randn(1, 3, size, size, generator=gen)
+            golden[f"pixels_{size}"], golden[f"sam_out_{size}"] = x, enc(x)
+            print(f"tiny: {size} px -> {tuple(golden[f'sam_out_{size}'].shape)}")
 
     OUT.mkdir(parents=True, exist_ok=True)
     config = {"architectures": ["DeepseekOCRForCausalLM"], "model_type": "deepseek_vl_v2",
@@ -200,14 +200,13 @@ def real_size(deepseek, model_dir):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--deepseek-sam", help="DeepSeek-OCR's deepencoder/sam_vary_sdpa.py")
+    ap.add_argument("--deepseek-sam", required=True, help="DeepSeek-OCR's deepencoder/sam_vary_sdpa.py")
     ap.add_argument("--reference-model", help="model directory with the regenerated random weights")
     args = ap.parse_args()
     torch.manual_seed(SEED)
-    deepseek = load_deepseek_module(args.deepseek_sam) if args.deepseek_sam else None
+    deepseek = load_deepseek_module(args.deepseek_sam)
     tiny(deepseek)
     if args.reference_model:
-        assert deepseek is not None, "--reference-model needs --deepseek-sam"
         real_size(deepseek, args.reference_model)
     import transformers
     print(f"transformers {transformers.__version__}, torch {torch.__version__}")

@@ -4,6 +4,7 @@
 //! other devices.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
 
 /// scores [G, R, kh·kw], rel_h [G, R, kh], rel_w [G, R, kw] -> probabilities [G, R, kh·kw], where key (i, j) gets
 /// scores + rel_h[i] + rel_w[j].
@@ -61,22 +62,12 @@ impl CustomOp3 for BiasedSoftmax {
                 l3.dims()
             );
         }
-        let rows = g * r;
-        let mut out = vec![0f32; rows * len];
-        // Row blocks per thread; a thread is worth starting for about 64k elements or more.
-        let threads = candle_core::utils::get_num_threads().min((rows * len).div_ceil(1 << 16)).max(1);
-        let per_thread = rows.div_ceil(threads);
+        let mut out = vec![0f32; g * r * len];
         let softmax_row = row_kernel();
-        std::thread::scope(|scope| {
-            for (block, out) in out.chunks_mut(per_thread * len).enumerate() {
-                scope.spawn(move || {
-                    for (i, out) in out.chunks_mut(len).enumerate() {
-                        let row = block * per_thread + i;
-                        let (h, w) = (&rel_h[row * kh..(row + 1) * kh], &rel_w[row * kw..(row + 1) * kw]);
-                        softmax_row(&scores[row * len..(row + 1) * len], h, w, out);
-                    }
-                });
-            }
+        // On rayon's pool, which candle's matmuls use too: threads of our own would compete with its spinning ones.
+        out.par_chunks_mut(len).enumerate().with_min_len(16).for_each(|(row, out)| {
+            let (h, w) = (&rel_h[row * kh..(row + 1) * kh], &rel_w[row * kw..(row + 1) * kw]);
+            softmax_row(&scores[row * len..(row + 1) * len], h, w, out);
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
