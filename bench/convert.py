@@ -60,8 +60,10 @@ def main():
     ap.add_argument("--data", default=os.path.join(ROOT, "target", "bench-data"))
     # Outputs go to memory (tmpfs) where there is one, so that the disk's writeback speed is not what is measured.
     ap.add_argument("--out", default="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    ap.add_argument("--skip-build", action="store_true", help="use target/release/deepsynth as it is")
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT, check=True)
+    if not args.skip_build:
+        subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT, check=True)
     binary = os.path.join(ROOT, "target", "release", "deepsynth")
     if not os.path.exists(os.path.join(args.data, CASES[-1][2])):
         subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gen_convert_data.py"), args.data], check=True)
