@@ -2,12 +2,15 @@
 //! scripts/make_clip_goldens.py (every weight random, f32), and, with DEEPSYNTH_REFERENCE_MODEL set, against
 //! DeepSeek-OCR's own outputs on the released-size random reference weights.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use common::{assert_close, assert_every_var_has_gradient, max_abs};
 use deepsynth::engine::vision::clip::{visual_features, Clip, ClipConfig, Projector, ProjectorConfig};
 
 fn fixture(name: &str) -> PathBuf {
@@ -35,20 +38,6 @@ fn tiny() -> (Clip, Projector) {
     let (clip_cfg, proj_cfg) = configs(&fixture(""));
     let vb = VarBuilder::from_tensors(weights(), DType::F32, &Device::Cpu);
     (Clip::new(&clip_cfg, vb.clone()).unwrap(), Projector::new(&proj_cfg, vb).unwrap())
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
-}
-
-/// Max |ours - want| and that error relative to want's largest magnitude; asserts both bounds.
-fn assert_close(ours: &Tensor, want: &Tensor, what: &str, max_abs_err: f32, max_rel_err: f32) -> (f32, f32) {
-    assert_eq!(ours.dims(), want.dims(), "{what}: shape");
-    let abs = max_abs(&(ours - want).unwrap());
-    let rel = abs / max_abs(want);
-    eprintln!("{what}: max abs error {abs:.3e}, relative to max |value| {rel:.3e}");
-    assert!(abs < max_abs_err && rel < max_rel_err, "{what}: max abs error {abs:e}, relative {rel:e}");
-    (abs, rel)
 }
 
 #[test]
@@ -148,13 +137,7 @@ fn every_parameter_gets_a_gradient() {
     expected.sort();
     loaded.sort();
     assert_eq!(loaded, expected);
-    let mut dead: Vec<&str> = vars
-        .iter()
-        .filter(|(_, var)| grads.get(var.as_tensor()).is_none_or(|g| max_abs(g) == 0.0))
-        .map(|(name, _)| name.as_str())
-        .collect();
-    dead.sort();
-    assert!(dead.is_empty(), "no gradient for {dead:?}");
+    assert_every_var_has_gradient(&vars, &grads);
 }
 
 #[test]

@@ -1,11 +1,14 @@
 //! The MoE decoder against HF transformers' DeepseekOcr2TextModel (+ lm_head) on the fixture of
 //! scripts/make_decoder_goldens.py: tiny config, every weight random, f32.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
+use common::{assert_close, assert_every_var_has_gradient, max_abs};
 use deepsynth::engine::decoder::{Decoder, DecoderConfig, KvCache, Prompt};
 
 fn fixture(name: &str) -> PathBuf {
@@ -50,26 +53,11 @@ fn golden() -> Golden {
     }
 }
 
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
-}
-
-/// Asserts max |ours - want| < 1e-4 and that error relative to want's largest magnitude < 1e-5 (logits here are
-/// O(10): the relative bound is the tighter one); returns both.
-fn assert_close(ours: &Tensor, want: &Tensor, what: &str) -> (f32, f32) {
-    assert_eq!(ours.dims(), want.dims(), "{what}: shape");
-    let abs = max_abs(&(ours - want).unwrap());
-    let rel = abs / max_abs(want);
-    eprintln!("{what}: max abs error {abs:.3e}, relative to max |logit| {rel:.3e}");
-    assert!(abs < 1e-4 && rel < 1e-5, "{what}: max abs error {abs:e}, relative {rel:e}");
-    (abs, rel)
-}
-
 #[test]
 fn logits_match_transformers() {
     let (model, g) = (decoder(), golden());
     let logits = model.forward(&model.embed(&g.input_ids).unwrap(), None).unwrap();
-    assert_close(&logits, &g.logits, "full pass");
+    assert_close(&logits, &g.logits, "full pass", 1e-4, 1e-5);
     // The fixture is not degenerate: positions and rows predict different tokens.
     let argmax = g.logits.argmax(D::Minus1).unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap();
     assert!(argmax.iter().collect::<std::collections::HashSet<_>>().len() > 8);
@@ -93,7 +81,7 @@ fn cached_incremental_decoding_matches_full_pass() {
     let full = model.forward(&embeds, None).unwrap();
     let diff = max_abs(&(&incremental - &full).unwrap());
     assert!(diff < 1e-5, "cached vs full pass: {diff:e}");
-    assert_close(&incremental, &g.logits, "cached pass");
+    assert_close(&incremental, &g.logits, "cached pass", 1e-4, 1e-5);
 }
 
 #[test]
@@ -178,13 +166,7 @@ fn every_weight_gets_a_gradient() {
 
     let vars = varmap.data().lock().unwrap();
     assert_eq!(vars.len(), weights().len(), "the model must use every tensor of the checkpoint");
-    let mut dead: Vec<&str> = vars
-        .iter()
-        .filter(|(_, var)| grads.get(var.as_tensor()).is_none_or(|g| max_abs(g) == 0.0))
-        .map(|(name, _)| name.as_str())
-        .collect();
-    dead.sort();
-    assert!(dead.is_empty(), "no gradient for {dead:?}");
+    assert_every_var_has_gradient(&vars, &grads);
 }
 
 #[test]

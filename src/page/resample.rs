@@ -9,8 +9,8 @@ use image::RgbImage;
 /// overshoot (Pillow's PRECISION_BITS).
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
-/// The bicubic convolution kernel with a = -0.5, support 2.
-fn cubic(x: f64) -> f64 {
+/// The bicubic convolution kernel with a = -0.5, support 2 (Keys'; Pillow's and PyTorch's antialiased one).
+pub(crate) fn cubic(x: f64) -> f64 {
     const A: f64 = -0.5;
     let x = x.abs();
     if x < 1.0 {

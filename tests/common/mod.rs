@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use candle_core::backprop::GradStore;
+use candle_core::Tensor;
 use deepsynth::data::Record;
 
 /// The repository root (fixtures under `data/` and `tests/fixtures/`).
@@ -66,4 +68,31 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(data).unwrap();
     enc.finish().unwrap()
+}
+
+pub fn max_abs(t: &Tensor) -> f32 {
+    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+}
+
+/// Max |ours - want| and that error relative to want's largest magnitude, printed and asserted below
+/// `max_abs_err` and `max_rel_err`; returns both.
+pub fn assert_close(ours: &Tensor, want: &Tensor, what: &str, max_abs_err: f32, max_rel_err: f32) -> (f32, f32) {
+    assert_eq!(ours.dims(), want.dims(), "{what}: shape");
+    let abs = max_abs(&(ours - want).unwrap());
+    let rel = abs / max_abs(want);
+    eprintln!("{what}: max abs error {abs:.3e}, relative to max |value| {rel:.3e}");
+    assert!(abs < max_abs_err && rel < max_rel_err, "{what}: max abs error {abs:e}, relative {rel:e}");
+    (abs, rel)
+}
+
+/// Asserts that every variable of a backward pass got a gradient that is not all zeros (candle's fused ops drop
+/// gradients silently).
+pub fn assert_every_var_has_gradient(vars: &std::collections::HashMap<String, candle_core::Var>, grads: &GradStore) {
+    let mut dead: Vec<&str> = vars
+        .iter()
+        .filter(|(_, var)| grads.get(var.as_tensor()).is_none_or(|g| max_abs(g) == 0.0))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    dead.sort();
+    assert!(dead.is_empty(), "no gradient for {dead:?}");
 }

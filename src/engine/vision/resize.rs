@@ -3,20 +3,11 @@
 
 use candle_core::{Device, Result, Tensor};
 
+use crate::page::resample::cubic;
+
 /// M for `mode="bicubic", antialias=True` (PyTorch's separable anti-aliased kernel, as in PIL): Keys' cubic with
 /// a = -0.5, stretched by the scale when shrinking, weights normalised per output.
 fn bicubic_antialias(n_in: usize, n_out: usize) -> Vec<f64> {
-    fn cubic(x: f64) -> f64 {
-        const A: f64 = -0.5;
-        let x = x.abs();
-        if x < 1.0 {
-            ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-        } else if x < 2.0 {
-            (((x - 5.0) * x + 8.0) * x - 4.0) * A
-        } else {
-            0.0
-        }
-    }
     let scale = n_in as f64 / n_out as f64;
     // Shrinking widens the kernel (support 2 input pixels per output pixel's width), enlarging does not.
     let (support, stretch) = if scale >= 1.0 { (2.0 * scale, 1.0 / scale) } else { (2.0, 1.0) };
