@@ -179,16 +179,7 @@ fn truncated_v21_fails_naming_file_line_column_and_leaves_nothing() {
     std::fs::create_dir(&outdir).unwrap();
     let out = outdir.join("out.jsonl");
     for policy in ["fail", "skip"] {
-        let err = fails([
-            "convert",
-            "marco",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--on-error",
-            policy,
-        ]);
+        let err = fails(convert_args("marco", &input, &out, &["--on-error", policy]));
         assert!(err.contains("broken.json:1:1500: truncated JSON"), "{err}");
         assert!(files_in(&outdir).is_empty(), "left behind: {:?}", files_in(&outdir));
     }

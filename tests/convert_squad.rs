@@ -88,16 +88,7 @@ fn truncated_json_fails_naming_file_line_and_leaves_nothing() {
     std::fs::create_dir(&outdir).unwrap();
     let out = outdir.join("out.jsonl");
     for policy in ["fail", "skip"] {
-        let err = fails([
-            "convert",
-            "squad",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--on-error",
-            policy,
-        ]);
+        let err = fails(convert_args("squad", &input, &out, &["--on-error", policy]));
         assert!(err.contains("broken.json:1:"), "{err}");
         assert!(err.contains("truncated JSON"), "{err}");
         assert!(files_in(&outdir).is_empty(), "left behind: {:?}", files_in(&outdir));
@@ -155,16 +146,7 @@ fn article_of_the_wrong_shape_is_placed_in_the_file() {
     std::fs::write(&input, format!("{{\"data\": [{article},\n{article}]}}")).unwrap();
     let out = dir.path().join("out.jsonl");
     for policy in ["fail", "skip"] {
-        let err = fails([
-            "convert",
-            "squad",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--on-error",
-            policy,
-        ]);
+        let err = fails(convert_args("squad", &input, &out, &["--on-error", policy]));
         // Line 1: the first article starts at column 11, and serde places the error at the bad value's last byte.
         let col = 10 + article.find(r#""x""#).unwrap() + 3;
         assert!(err.contains(&format!("in.json:1:{col}: data[0]: unexpected JSON shape")), "{err}");

@@ -123,13 +123,7 @@ mod tests {
     use candle_core::{DType, Device, Var};
     use candle_nn::VarMap;
 
-    fn random(shape: &[usize], seed: u64) -> Tensor {
-        // A fixed pseudo-random pattern: candle's CPU RNG cannot be seeded.
-        let n = shape.iter().product::<usize>();
-        let data: Vec<f32> =
-            (0..n).map(|i| ((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0 - 1.0).collect();
-        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
-    }
+    use crate::engine::test_pattern as random;
 
     fn layer() -> Linear {
         let map = VarMap::new();

@@ -8,3 +8,11 @@ pub mod linear;
 pub mod norm;
 pub mod rope;
 pub mod vision;
+
+/// A fixed pseudo-random tensor for unit tests (candle's CPU RNG cannot be seeded).
+#[cfg(test)]
+pub(crate) fn test_pattern(shape: &[usize], seed: u64) -> candle_core::Tensor {
+    let n = shape.iter().product::<usize>();
+    let data: Vec<f32> = (0..n).map(|i| ((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0 - 1.0).collect();
+    candle_core::Tensor::from_vec(data, shape, &candle_core::Device::Cpu).unwrap()
+}

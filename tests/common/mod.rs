@@ -50,6 +50,14 @@ where
     err
 }
 
+/// `convert DATASET --input INPUT --output OUTPUT` followed by `extra`.
+pub fn convert_args(dataset: &str, input: &Path, output: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["convert", dataset, "--input"].map(String::from).to_vec();
+    args.extend([input.to_str().unwrap().to_string(), "--output".into(), output.to_str().unwrap().to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 pub fn read_records(path: &Path) -> Vec<Record> {
     let text = std::fs::read_to_string(path).expect("read output");
     text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad output line {l}: {e}"))).collect()

@@ -94,12 +94,7 @@ mod tests {
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
-    fn random(shape: &[usize], seed: u64) -> Tensor {
-        let n = shape.iter().product::<usize>();
-        let data: Vec<f32> =
-            (0..n).map(|i| ((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0 - 1.0).collect();
-        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
-    }
+    use crate::engine::test_pattern as random;
 
     /// Ours on channels-last vs candle's own conv2d (channels-first) on odd and even sizes.
     #[test]
