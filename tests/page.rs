@@ -14,9 +14,15 @@ fn fixture(name: &str) -> PathBuf {
     repo().join("tests/fixtures/page").join(name)
 }
 
-/// The reference run's folder; CI lays shared/ beside the repository.
-fn reference(name: &str) -> PathBuf {
-    repo().join("../shared/reference/deepseek-ocr-random-2layer").join(name)
+/// A file of the reference run; CI lays shared/ beside the repository (and there it must be found). A clone on its
+/// own has no shared/: there the test says it is skipped.
+fn reference(name: &str) -> Option<PathBuf> {
+    let path = repo().join("../shared/reference/deepseek-ocr-random-2layer").join(name);
+    if path.exists() || std::env::var_os("CI").is_some() {
+        return Some(path);
+    }
+    eprintln!("skipped: {} not found (shared/ is not beside the repository)", path.display());
+    None
 }
 
 /// The uint8 [H, W, 3] goldens that Pillow produced, by name.
@@ -39,9 +45,12 @@ fn assert_same_pixels(ours: &RgbImage, pil: &RgbImage, what: &str) {
 
 #[test]
 fn base_mode_reproduces_deepseek_ocr_pixels() {
-    let image = page::load_image(&reference("input-base-1024.png")).unwrap();
+    let (Some(png), Some(io)) = (reference("input-base-1024.png"), reference("io-base-1024.safetensors")) else {
+        return;
+    };
+    let image = page::load_image(&png).unwrap();
     let ours = page::preprocess(&image, Mode::Base, &Device::Cpu).unwrap();
-    let io = candle_core::safetensors::load(reference("io-base-1024.safetensors"), &Device::Cpu).unwrap();
+    let io = candle_core::safetensors::load(io, &Device::Cpu).unwrap();
     let theirs = io["images_ori"].squeeze(0).unwrap();
     assert_eq!(ours.dims(), theirs.dims());
     let max = ours.sub(&theirs).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
