@@ -10,15 +10,11 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use common::{assert_close, assert_every_var_has_gradient, max_abs};
+use common::{assert_close, assert_every_var_has_gradient, max_abs, model_config, reference_io, reference_model_dir};
 use deepsynth::engine::vision::clip::{visual_features, Clip, ClipConfig, Projector, ProjectorConfig};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip").join(name)
-}
-
-fn model_config(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap()
 }
 
 fn configs(dir: &Path) -> (ClipConfig, ProjectorConfig) {
@@ -179,14 +175,8 @@ fn every_nth_channel(t: &Tensor, stride: usize) -> Tensor {
 
 #[test]
 fn reference_model_matches_deepseek_ocr() {
-    let Some(dir) = std::env::var_os("DEEPSYNTH_REFERENCE_MODEL").map(PathBuf::from) else {
-        eprintln!("skipped: set DEEPSYNTH_REFERENCE_MODEL to a model directory with the reference weights");
-        return;
-    };
-    // The reference run's inputs and outputs, where scripts/regen_reference_weights.py also finds them.
-    let io_path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference/deepseek-ocr-random-2layer/io-base-1024.safetensors");
-    let io = load(&io_path);
+    let Some(dir) = reference_model_dir() else { return };
+    let io = reference_io();
     let (clip_cfg, proj_cfg) = configs(&dir);
     // SAFETY: the weights file is not modified while mapped.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &Device::Cpu) }

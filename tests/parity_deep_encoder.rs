@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use candle_core::{DType, Device, IndexOp};
 use candle_nn::VarBuilder;
-use common::assert_close;
+use common::{assert_close, model_config, reference_io, reference_model_dir};
 use deepsynth::engine::vision::clip::{ClipConfig, ProjectorConfig};
 use deepsynth::engine::vision::sam::SamConfig;
 use deepsynth::engine::vision::DeepEncoder;
@@ -19,15 +17,9 @@ const IMAGE_TOKEN: i64 = 128815;
 
 #[test]
 fn reference_page_gives_the_reference_visual_tokens() {
-    let Some(dir) = std::env::var_os("DEEPSYNTH_REFERENCE_MODEL").map(PathBuf::from) else {
-        eprintln!("skipped: set DEEPSYNTH_REFERENCE_MODEL to the regenerated reference model directory");
-        return;
-    };
-    let io_path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference/deepseek-ocr-random-2layer/io-base-1024.safetensors");
-    let io = candle_core::safetensors::load(&io_path, &Device::Cpu).unwrap();
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let Some(dir) = reference_model_dir() else { return };
+    let io = reference_io();
+    let config = model_config(&dir);
     let sam = SamConfig::from_model_config(&config).unwrap();
     let clip = ClipConfig::from_model_config(&config).unwrap();
     let projector = ProjectorConfig::from_model_config(&config).unwrap();

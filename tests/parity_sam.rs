@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use common::{assert_close, assert_every_var_has_gradient, max_abs};
+use common::{assert_close, assert_every_var_has_gradient, max_abs, reference_io, reference_model_dir};
 use deepsynth::engine::vision::sam::{Sam, SamConfig};
 
 const PREFIX: &str = "model.sam_model";
@@ -108,15 +108,6 @@ fn missing_or_mis_shaped_tensor_is_named() {
     assert!(msg.contains(name) && msg.contains("expected: [15, 16]") && msg.contains("got: [5, 16]"), "{msg}");
 }
 
-/// The model directory of the regenerated random DeepSeek-OCR weights, if the env var names one.
-fn reference_model() -> Option<PathBuf> {
-    let dir = std::env::var_os("DEEPSYNTH_REFERENCE_MODEL").map(PathBuf::from);
-    if dir.is_none() {
-        eprintln!("skipped: set DEEPSYNTH_REFERENCE_MODEL to the regenerated reference model directory");
-    }
-    dir
-}
-
 fn reference_sam(dir: &std::path::Path) -> Sam {
     let cfg = SamConfig::from_file(&dir.join("config.json")).unwrap();
     // Memory-mapped: only the SAM tensors are read.
@@ -140,11 +131,9 @@ fn noise_image(size: usize, seed: u64) -> Tensor {
 
 #[test]
 fn reference_base_mode_matches_deepseek_ocr() {
-    let Some(dir) = reference_model() else { return };
+    let Some(dir) = reference_model_dir() else { return };
     let model = reference_sam(&dir);
-    let io = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference/deepseek-ocr-random-2layer/io-base-1024.safetensors");
-    let io = candle_core::safetensors::load(&io, &Device::Cpu).unwrap();
+    let io = reference_io();
     let pixels = io["images_ori"].to_dtype(DType::F32).unwrap();
     let out = model.forward(&pixels).unwrap();
     // Timed on a second run: the first one also pages the weights in from the memory map.
@@ -166,7 +155,7 @@ fn reference_base_mode_matches_deepseek_ocr() {
 
 #[test]
 fn reference_other_modes_match_deepseek_ocr() {
-    let Some(dir) = reference_model() else { return };
+    let Some(dir) = reference_model_dir() else { return };
     let model = reference_sam(&dir);
     let want = candle_core::safetensors::load(fixture("modes.safetensors"), &Device::Cpu).unwrap();
     // (name, size, channel step of the stored subset)

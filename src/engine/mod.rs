@@ -9,6 +9,16 @@ pub mod norm;
 pub mod rope;
 pub mod vision;
 
+use std::path::Path;
+
+use anyhow::Context;
+
+/// A model directory's `config.json`, parsed; each part (decoder, SAM, CLIP, ...) reads its own section from it.
+pub fn read_model_config(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))
+}
+
 /// A fixed pseudo-random tensor for unit tests (candle's CPU RNG cannot be seeded).
 #[cfg(test)]
 pub(crate) fn test_pattern(shape: &[usize], seed: u64) -> candle_core::Tensor {

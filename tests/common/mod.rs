@@ -104,3 +104,24 @@ pub fn assert_every_var_has_gradient(vars: &std::collections::HashMap<String, ca
     dead.sort();
     assert!(dead.is_empty(), "no gradient for {dead:?}");
 }
+
+/// The regenerated reference model directory (scripts/regen_reference_weights.py) named by
+/// DEEPSYNTH_REFERENCE_MODEL; without it, says the test is skipped.
+pub fn reference_model_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("DEEPSYNTH_REFERENCE_MODEL").map(PathBuf::from);
+    if dir.is_none() {
+        eprintln!("skipped: set DEEPSYNTH_REFERENCE_MODEL to the regenerated reference model directory");
+    }
+    dir
+}
+
+/// The reference run's inputs and outputs (shared/ lies beside the repository).
+pub fn reference_io() -> std::collections::HashMap<String, Tensor> {
+    let path = repo().join("../shared/reference/deepseek-ocr-random-2layer/io-base-1024.safetensors");
+    candle_core::safetensors::load(&path, &candle_core::Device::Cpu).unwrap()
+}
+
+/// A model directory's parsed config.json.
+pub fn model_config(dir: &Path) -> serde_json::Value {
+    deepsynth::engine::read_model_config(&dir.join("config.json")).unwrap()
+}

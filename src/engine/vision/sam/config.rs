@@ -56,9 +56,7 @@ impl Default for SamConfig {
 impl SamConfig {
     /// Reads a model's `config.json` (see [`SamConfig::from_model_config`]).
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+        let value = crate::engine::read_model_config(path)?;
         Self::from_model_config(&value).with_context(|| format!("{}: bad SAM encoder configuration", path.display()))
     }
 
