@@ -9,6 +9,11 @@ use crate::data::convert::{self, ConvertOptions, Dataset, OnError};
 use crate::data::mix::{self, WeightedInput};
 use crate::data::split::{self, Fractions};
 use crate::data::validate::{self, Limits};
+use crate::engine::model::{self, Document, Model};
+use crate::engine::preset::{self, Preset};
+use crate::engine::sample::SamplingParams;
+use crate::engine::{checkpoint, inspect};
+use crate::instruct;
 use crate::page::{self, Mode, RenderConfig};
 
 #[derive(Debug, Parser)]
@@ -37,19 +42,19 @@ pub enum Command {
     #[command(subcommand)]
     Data(DataCommand),
     /// Write a new model directory (config.json, model.safetensors, tokenizer.json) from a preset.
-    Init(NotBuiltArgs),
+    Init(InitArgs),
     /// Render a text document to the page image(s) the model sees.
     Render(RenderArgs),
     /// Fine-tune (LoRA or full) from a JSON or TOML config file.
     Train(NotBuiltArgs),
     /// Answer an instruction about a document (single, batch file, or interactive).
-    Instruct(NotBuiltArgs),
+    Instruct(InstructArgs),
     /// Score predictions against references (SQuAD EM/F1, ROUGE-L, BLEU, CER).
     Eval(NotBuiltArgs),
     /// Serve the model over HTTP (JSON API, OpenAI-compatible chat, web page).
     Serve(NotBuiltArgs),
     /// Write a model's intermediate tensors for one page (debugging, parity checks).
-    Inspect(NotBuiltArgs),
+    Inspect(InspectArgs),
     /// Merge a LoRA adapter into its base model's weights.
     Merge(NotBuiltArgs),
     /// Run the whole pipeline on bundled data with a tiny model, on the CPU, in minutes.
@@ -125,6 +130,135 @@ pub struct RenderArgs {
     /// Resolution mode, for an image document: tiny 512, small 640, base 1024, large 1280 px.
     #[arg(long, value_enum, default_value_t = Mode::Base)]
     pub mode: Mode,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Writes config.json (DeepSeek-OCR's format), tokenizer.json (one token per UTF-8 byte, made \
+                        by deepsynth) and model.safetensors (seeded random weights: the same seed gives the same \
+                        files).")]
+pub struct InitArgs {
+    /// tiny: the whole architecture at small widths (~3M parameters, fast on a CPU); deepseek-ocr: the released
+    /// model's dimensions and tensor names (3.3B parameters, bf16, ~6.7 GB).
+    #[arg(long, value_enum)]
+    pub preset: Preset,
+    /// Model directory to write (created if missing).
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Where a model comes from and what runs it.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Model directory (config.json, model.safetensors or an index with shards, tokenizer.json), or a Hugging
+    /// Face Hub id (fetched when online, e.g. deepseek-ai/DeepSeek-OCR).
+    #[arg(long, short)]
+    pub model: String,
+    /// Compute device: cpu, or cuda / cuda:N (builds with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// How answers are generated.
+#[derive(Debug, Args)]
+pub struct SamplingArgs {
+    /// Most tokens to generate per answer.
+    #[arg(long, default_value_t = SamplingParams::default().max_new_tokens)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Sample among the k most likely tokens only (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Sample among the most likely tokens whose probabilities add up to p (1: all).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Divide (or, when negative, multiply) the logits of tokens already in the prompt or answer by this (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f64,
+    /// Seed of the sampling (the same seed gives the same answer).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    fn params(&self) -> SamplingParams {
+        SamplingParams {
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  deepsynth instruct --model tiny --document report.txt --instruction \"What is the total?\"\n  \
+                        deepsynth instruct --model tiny --batch dev.jsonl --output predictions.jsonl\n  \
+                        deepsynth instruct --model tiny --document page.png --interactive"
+)]
+pub struct InstructArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// LoRA adapter directory in PEFT's format (adapter_config.json + adapter_model.safetensors).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// The document: a text file, a PNG/JPEG page, or the text itself.
+    #[arg(long, short, required_unless_present = "batch")]
+    pub document: Option<String>,
+    /// What to do with the document (a question, "Free OCR.", ...).
+    #[arg(long, short, required_unless_present_any = ["batch", "interactive"], conflicts_with = "interactive")]
+    pub instruction: Option<String>,
+    /// Print a JSON object: answer, tokens_generated, prompt_tokens, vision_tokens, finished, timings.
+    #[arg(long, conflicts_with_all = ["batch", "interactive"])]
+    pub json: bool,
+    /// Answer every record of a JSONL file (deepsynth's record schema); needs --output.
+    #[arg(long, conflicts_with_all = ["document", "instruction", "interactive"], requires = "output")]
+    pub batch: Option<PathBuf>,
+    /// Predictions file for --batch (JSONL: id, source, instruction, prediction, answers, token counts).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// How many --batch records are generated together.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Read instructions from standard input, one per line, about one --document (:q quits).
+    #[arg(long)]
+    pub interactive: bool,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "The names are those of DeepSeek-OCR's reference run: images_ori [pages,3,S,S], sam_out, \
+                        clip_out (class position included), projector_out, logits [positions, vocab] for every \
+                        prompt position, generated_ids (prompt then greedy tokens, int64).")]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The page: a PNG/JPEG image, or a text file (rendered as the model renders it).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Resolution mode [default: the model's].
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Prompt token ids (a JSON array, one <image> id per visual token) instead of the model's own prompt.
+    #[arg(long)]
+    pub input_ids: Option<PathBuf>,
+    /// The instruction of the model's own prompt (when --input-ids is not given).
+    #[arg(long, default_value = "Free OCR.")]
+    pub instruction: String,
+    /// Greedy tokens to generate after the prompt.
+    #[arg(long, default_value_t = 4)]
+    pub new_tokens: usize,
+    /// Output safetensors file.
+    #[arg(long, short)]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,13 +340,13 @@ pub fn run(cli: Cli) -> Result<()> {
             DataCommand::Validate(args) => run_validate(args),
             DataCommand::Synth(_) => not_built("data synth"),
         },
-        Command::Init(_) => not_built("init"),
+        Command::Init(args) => run_init(args),
         Command::Render(args) => run_render(args),
         Command::Train(_) => not_built("train"),
-        Command::Instruct(_) => not_built("instruct"),
+        Command::Instruct(args) => run_instruct(args),
         Command::Eval(_) => not_built("eval"),
         Command::Serve(_) => not_built("serve"),
-        Command::Inspect(_) => not_built("inspect"),
+        Command::Inspect(args) => run_inspect(args),
         Command::Merge(_) => not_built("merge"),
         Command::Quickstart(_) => not_built("quickstart"),
     }
@@ -249,6 +383,57 @@ fn run_render(args: RenderArgs) -> Result<()> {
     for path in &written {
         eprintln!("deepsynth render: {} -> {}", args.document.display(), path.display());
     }
+    Ok(())
+}
+
+fn run_init(args: InitArgs) -> Result<()> {
+    let params = preset::init(args.preset, &args.output, args.seed)?;
+    eprintln!(
+        "deepsynth init: {:?} model, {:.1}M parameters, seed {} -> {}",
+        args.preset,
+        params as f64 / 1e6,
+        args.seed,
+        args.output.display()
+    );
+    Ok(())
+}
+
+fn run_instruct(args: InstructArgs) -> Result<()> {
+    let params = args.sampling.params();
+    params.validate()?;
+    let model = instruct::load_model(&args.model.model, args.adapter.as_deref(), &args.model.device)?;
+    if let Some(input) = &args.batch {
+        let output = args.output.as_ref().expect("clap requires --output with --batch");
+        let count = instruct::batch(&model, input, output, args.batch_size, &params)?;
+        eprintln!("deepsynth instruct: {count} predictions -> {}", output.display());
+        return Ok(());
+    }
+    let document = args.document.as_deref().expect("clap requires --document");
+    if args.interactive {
+        return instruct::interactive(&model, document, &params, std::io::stdin().lock(), std::io::stdout());
+    }
+    let instruction = args.instruction.as_deref().expect("clap requires --instruction");
+    let answer = instruct::single(&model, document, instruction, &params)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&answer)?);
+    } else {
+        println!("{}", answer.answer);
+    }
+    Ok(())
+}
+
+fn run_inspect(args: InspectArgs) -> Result<()> {
+    let device = model::device(&args.model.device)?;
+    let dir = checkpoint::resolve(&args.model.model)?;
+    let mut model = Model::load(&dir, &device)?;
+    if let Some(mode) = args.mode {
+        model.config.deepsynth.mode = mode;
+    }
+    let document = Document::from_file(&args.image)?;
+    let input_ids = args.input_ids.as_deref().map(inspect::read_input_ids).transpose()?;
+    let tensors = inspect::inspect(&model, &document, input_ids, &args.instruction, args.new_tokens)?;
+    checkpoint::save_atomic(&tensors, &args.output)?;
+    eprintln!("deepsynth inspect: {} tensors -> {}", tensors.len(), args.output.display());
     Ok(())
 }
 

@@ -7,4 +7,5 @@
 pub mod cli;
 pub mod data;
 pub mod engine;
+pub mod instruct;
 pub mod page;

@@ -20,7 +20,7 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 pub fn open(path: &Path) -> Result<Box<dyn BufRead>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let bar = progress_bar(len, path);
+    let bar = file_progress_bar(len, path);
     let mut raw = BufReader::with_capacity(1 << 20, bar.wrap_read(file));
     let is_gz = raw.fill_buf().with_context(|| format!("cannot read {}", path.display()))?.starts_with(&GZIP_MAGIC);
     Ok(if is_gz { Box::new(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(raw))) } else { Box::new(raw) })
@@ -33,7 +33,19 @@ pub fn read_all(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn progress_bar(len: u64, path: &Path) -> ProgressBar {
+/// A bar counting `len` items of long work (records answered, steps trained); drawn only on a terminal.
+pub fn progress_bar(len: u64, message: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(message.to_string());
+    bar
+}
+
+fn file_progress_bar(len: u64, path: &Path) -> ProgressBar {
     // Small files finish before a bar would be useful.
     if len < (8 << 20) {
         return ProgressBar::hidden();

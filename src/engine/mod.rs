@@ -1,12 +1,22 @@
-//! The model: building blocks shared by its parts (`linear`, `norm`, `rope`) and the language `decoder`.
+//! The model: `model` puts the parts together (the `vision` encoder, the language `decoder`) over a model
+//! directory (`config`, `checkpoint`, `tokenizer`); `preset` makes new ones; `sample` picks tokens; `linear`,
+//! `norm` and `rope` are the building blocks the parts share.
 //!
 //! Module trees mirror checkpoint tensor names, so a tensor's code is found by its name. Every op on a training
 //! path has a backward pass: candle's fused softmax / RMSNorm / RoPE kernels record none (DESIGN.md section 3).
 
+pub mod checkpoint;
+pub mod config;
 pub mod decoder;
+pub mod inspect;
 pub mod linear;
+pub mod lora;
+pub mod model;
 pub mod norm;
+pub mod preset;
 pub mod rope;
+pub mod sample;
+pub mod tokenizer;
 pub mod vision;
 
 use std::path::Path;

@@ -1,8 +1,11 @@
-//! Greedy decoding with the key/value cache: one prefill pass over the prompt, then one position per step.
+//! Generation with the key/value cache: one prefill pass over the prompt, then one position per step.
 
-use candle_core::{Result, Tensor, D};
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Result, Tensor};
 
 use super::{Decoder, KvCache};
+use crate::engine::sample::Sampler;
 
 /// Prompt embeddings [batch, len, hidden] with, per row, how many leading positions are padding.
 #[derive(Debug, Clone)]
@@ -37,29 +40,64 @@ impl Prompt {
     }
 }
 
+/// The tokens generated for each row of a prompt, and where the time went.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub tokens: Vec<Vec<u32>>,
+    /// The prompt pass (the first token's logits included).
+    pub prefill: Duration,
+    /// Every later step.
+    pub decode: Duration,
+}
+
 impl Decoder {
-    /// Greedy continuation of each row of `prompt`: up to `max_new_tokens` ids per row; a row stops after `eos`
-    /// (included) while the others go on.
-    pub fn generate_greedy(&self, prompt: &Prompt, max_new_tokens: usize, eos: Option<u32>) -> Result<Vec<Vec<u32>>> {
+    /// Continues each row of `prompt`, row `i`'s tokens chosen by `samplers[i]`, until each row has produced `eos`
+    /// (kept in its output) or its sampler's `max_new_tokens`; rows that are done wait while the others go on.
+    /// `on_token(row, token)` sees each token as it is chosen (for streaming).
+    pub fn generate(
+        &self,
+        prompt: &Prompt,
+        samplers: &mut [Sampler],
+        eos: Option<u32>,
+        mut on_token: impl FnMut(usize, u32),
+    ) -> Result<Generation> {
         let batch = prompt.embeds.dim(0)?;
-        let done = |row: &Vec<u32>| eos.is_some() && row.last().copied() == eos;
-        let mut out = vec![Vec::new(); batch];
+        if samplers.len() != batch {
+            candle_core::bail!("{} samplers for a batch of {batch} rows", samplers.len());
+        }
+        let mut tokens = vec![Vec::new(); batch];
+        let done =
+            |row: &Vec<u32>, sampler: &Sampler| sampler.exhausted() || (eos.is_some() && row.last().copied() == eos);
         let mut cache = KvCache::with_left_padding(self.layers.len(), prompt.left_pad.clone());
         let mut input = prompt.embeds.clone();
-        for _ in 0..max_new_tokens {
+        let start = Instant::now();
+        let mut prefill = None;
+        while !tokens.iter().zip(samplers.iter()).all(|(row, s)| done(row, s)) {
             let logits = self.forward(&input, Some(&mut cache))?;
-            let last = logits.narrow(1, logits.dim(1)? - 1, 1)?.squeeze(1)?;
-            let next = last.argmax(D::Minus1)?.to_vec1::<u32>()?;
-            for (row, &token) in out.iter_mut().zip(&next) {
-                if !done(row) {
-                    row.push(token);
+            let last = logits.narrow(1, logits.dim(1)? - 1, 1)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            let mut next = Vec::with_capacity(batch);
+            for (i, ((row, sampler), logits)) in tokens.iter_mut().zip(samplers.iter_mut()).zip(&last).enumerate() {
+                if done(row, sampler) {
+                    // A finished row still takes a position; its output is ignored.
+                    next.push(eos.unwrap_or(0));
+                    continue;
                 }
+                let token = sampler.next(logits);
+                row.push(token);
+                on_token(i, token);
+                next.push(token);
             }
-            if out.iter().all(done) {
-                break;
-            }
+            prefill.get_or_insert_with(|| start.elapsed());
             input = self.embed(&Tensor::new(next, prompt.embeds.device())?.unsqueeze(1)?)?;
         }
-        Ok(out)
+        let prefill = prefill.unwrap_or_default();
+        Ok(Generation { tokens, prefill, decode: start.elapsed().saturating_sub(prefill) })
+    }
+
+    /// Greedy continuation of each row: up to `max_new_tokens` ids per row, stopping a row after `eos`.
+    pub fn generate_greedy(&self, prompt: &Prompt, max_new_tokens: usize, eos: Option<u32>) -> Result<Vec<Vec<u32>>> {
+        let batch = prompt.embeds.dim(0)?;
+        let mut samplers = vec![Sampler::greedy(max_new_tokens); batch];
+        Ok(self.generate(prompt, &mut samplers, eos, |_, _| ())?.tokens)
     }
 }

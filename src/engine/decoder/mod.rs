@@ -10,12 +10,12 @@ mod config;
 mod generate;
 mod mlp;
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{init, Embedding, VarBuilder};
 
 pub use cache::KvCache;
 pub use config::DecoderConfig;
-pub use generate::Prompt;
+pub use generate::{Generation, Prompt};
 
 use crate::engine::linear::Linear;
 use crate::engine::norm::RmsNorm;
@@ -107,6 +107,10 @@ impl Decoder {
             rope: RotaryEmbedding::new(cfg.head_dim(), cfg.rope_theta, vb.device())?,
             cfg: cfg.clone(),
         })
+    }
+
+    pub fn device(&self) -> &Device {
+        self.embed_tokens.embeddings().device()
     }
 
     pub fn config(&self) -> &DecoderConfig {

@@ -1,0 +1,274 @@
+//! The whole model over a model directory: documents -> pages -> visual tokens, prompts with the visual tokens
+//! spliced into the `<image>` positions, and batched generation. Every subcommand (instruct, inspect, train,
+//! serve) goes through here.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use image::RgbImage;
+
+use super::checkpoint::{self, CONFIG, TOKENIZER};
+use super::config::ModelConfig;
+use super::decoder::{Decoder, Prompt};
+use super::linear::Linear;
+use super::lora;
+use super::sample::{Sampler, SamplingParams};
+use super::tokenizer::Tokenizer;
+use super::vision::clip::visual_features;
+use super::vision::DeepEncoder;
+use crate::page;
+
+/// What a question is about: text (rendered to pages) or a page image.
+#[derive(Debug, Clone)]
+pub enum Document {
+    Text(String),
+    Image(RgbImage),
+}
+
+impl Document {
+    /// A PNG/JPEG file is an image, another file is UTF-8 text; a string that names no file is the text itself.
+    pub fn from_arg(arg: &str) -> anyhow::Result<Self> {
+        let path = Path::new(arg);
+        if path.is_file() {
+            Self::from_file(path)
+        } else {
+            Ok(Self::Text(arg.to_string()))
+        }
+    }
+
+    /// A PNG/JPEG page, or a UTF-8 text file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if page::preprocess::is_image(&bytes) {
+            let image =
+                page::decode_image(&bytes).with_context(|| format!("cannot decode image {}", path.display()))?;
+            return Ok(Self::Image(image));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is neither UTF-8 text nor a PNG/JPEG image (invalid UTF-8 at byte {})",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            )
+        })?;
+        Ok(Self::Text(text.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(text)))
+    }
+}
+
+/// A document's visual tokens [pages · tokens_per_page, hidden], ready to fill a prompt's `<image>` positions.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub tokens: Tensor,
+    pub pages: usize,
+    pub time: Duration,
+}
+
+/// One question for [`Model::answer`].
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    pub document: &'a Encoded,
+    pub instruction: &'a str,
+    pub params: SamplingParams,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Answer {
+    pub answer: String,
+    pub tokens_generated: usize,
+    pub prompt_tokens: usize,
+    pub vision_tokens: usize,
+    /// Whether generation ended at EOS (rather than at max_new_tokens).
+    pub finished: bool,
+    pub timings: Timings,
+}
+
+/// Seconds spent per stage. In a batch, prefill and decode are the batch's (shared by its requests).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Timings {
+    pub vision_s: f64,
+    pub prefill_s: f64,
+    pub decode_s: f64,
+}
+
+pub struct Model {
+    pub config: ModelConfig,
+    pub vision: DeepEncoder,
+    pub decoder: Decoder,
+    pub tokenizer: Tokenizer,
+    pub dir: PathBuf,
+}
+
+impl Model {
+    /// Loads a model directory (config.json, weights, tokenizer.json) onto `device` in f32.
+    pub fn load(dir: &Path, device: &Device) -> anyhow::Result<Self> {
+        let config = ModelConfig::from_file(&dir.join(CONFIG))?;
+        let vb = checkpoint::var_builder(dir, DType::F32, device)?;
+        Self::new(config, dir, vb).with_context(|| format!("loading the model in {}", dir.display()))
+    }
+
+    /// Builds the model from `vb` (weights at the checkpoint's names) with the tokenizer of `dir`.
+    pub fn new(config: ModelConfig, dir: &Path, vb: VarBuilder) -> anyhow::Result<Self> {
+        let tokenizer =
+            Tokenizer::from_file(&dir.join(TOKENIZER), config.decoder.bos_token_id, config.decoder.eos_token_id)?;
+        ensure!(
+            (tokenizer.image as usize) < config.decoder.vocab_size,
+            "{}: the <image> id {} is outside the decoder's vocabulary ({})",
+            dir.join(TOKENIZER).display(),
+            tokenizer.image,
+            config.decoder.vocab_size
+        );
+        let vision = DeepEncoder::new(&config.sam, &config.clip, &config.projector, vb.clone())?;
+        let decoder = Decoder::new(&config.decoder, vb)?;
+        Ok(Self { config, vision, decoder, tokenizer, dir: dir.to_path_buf() })
+    }
+
+    pub fn device(&self) -> &Device {
+        self.decoder.device()
+    }
+
+    /// Every layer that can carry a LoRA adapter: the vision encoder's, then the decoder's.
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut all = self.vision.sam.linears_mut();
+        all.extend(self.vision.clip.linears_mut());
+        all.extend(self.vision.projector.linears_mut());
+        all.extend(self.decoder.linears_mut());
+        all
+    }
+
+    /// Attaches a PEFT LoRA adapter directory; returns how many layers it adapts.
+    pub fn load_adapter(&mut self, dir: &Path) -> anyhow::Result<usize> {
+        let device = self.device().clone();
+        lora::load_adapter(dir, self.linears_mut(), &device)
+            .with_context(|| format!("loading the adapter in {}", dir.display()))
+    }
+
+    /// The document's pages as the model sees them (rendered text, or the padded image), before normalisation.
+    pub fn pages(&self, document: &Document) -> anyhow::Result<Vec<RgbImage>> {
+        let mode = self.config.deepsynth.mode;
+        Ok(match document {
+            Document::Text(text) => page::render(text, &self.config.deepsynth.render)?
+                .iter()
+                .map(|p| page::pad_square(p, mode.size()))
+                .collect(),
+            Document::Image(image) => vec![page::pad_square(image, mode.size())],
+        })
+    }
+
+    /// Pixels [pages, 3, S, S] for the document's pages.
+    pub fn pixels(&self, document: &Document) -> anyhow::Result<Tensor> {
+        let pages = self.pages(document)?;
+        let tensors =
+            pages.iter().map(|p| page::preprocess::to_tensor(p, self.device())).collect::<Result<Vec<_>, _>>()?;
+        Ok(Tensor::stack(&tensors, 0)?)
+    }
+
+    /// Pixels [pages, 3, S, S] -> the pages' visual tokens, one page after another.
+    pub fn visual_tokens(&self, pixels: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let (pages, _, h, w) = pixels.dims4()?;
+        let grid = (h / (self.config.sam.patch_size * 4), w / (self.config.sam.patch_size * 4));
+        let sam_out = self.vision.sam.forward_t(pixels, train)?;
+        let clip_out = self.vision.clip.forward_t(&sam_out, train)?;
+        let projected = self.vision.projector.forward_t(&visual_features(&clip_out, &sam_out)?, train)?;
+        let per_page = (0..pages)
+            .map(|p| self.vision.projector.image_tokens(&projected.get(p)?, grid))
+            .collect::<Result<Vec<_>, _>>()?;
+        Tensor::cat(&per_page, 0)
+    }
+
+    /// Renders (if text), preprocesses and encodes a document.
+    pub fn encode(&self, document: &Document) -> anyhow::Result<Encoded> {
+        let start = Instant::now();
+        let pixels = self.pixels(document)?;
+        let pages = pixels.dim(0)?;
+        let tokens = self.visual_tokens(&pixels, false)?;
+        Ok(Encoded { tokens, pages, time: start.elapsed() })
+    }
+
+    /// The prompt's ids: BOS, one `<image>` per visual token, then "\n" and the instruction (DeepSeek-OCR's
+    /// `<image>\n<instruction>`). The answer follows it directly.
+    pub fn prompt_ids(&self, vision_tokens: usize, instruction: &str) -> anyhow::Result<Vec<u32>> {
+        let mut ids = Vec::with_capacity(vision_tokens + instruction.len() + 2);
+        ids.push(self.tokenizer.bos);
+        ids.extend(std::iter::repeat_n(self.tokenizer.image, vision_tokens));
+        ids.extend(self.tokenizer.encode(&format!("\n{instruction}"))?);
+        Ok(ids)
+    }
+
+    /// Embeddings [len, hidden] of `ids`, the rows at `<image>` positions replaced, in order, by `visual` rows.
+    pub fn embed_prompt(&self, ids: &[u32], visual: &Tensor) -> anyhow::Result<Tensor> {
+        let image = self.tokenizer.image;
+        let placeholders = ids.iter().filter(|&&id| id == image).count();
+        let rows = visual.dim(0)?;
+        ensure!(placeholders == rows, "the prompt has {placeholders} <image> positions for {rows} visual tokens");
+        let embeds = self.decoder.embed(&Tensor::new(ids, self.device())?)?;
+        // Runs of text and of placeholders, each taken from its own source.
+        let mut pieces = Vec::new();
+        let (mut start, mut used) = (0, 0);
+        while start < ids.len() {
+            let is_image = ids[start] == image;
+            let len = ids[start..].iter().take_while(|&&id| (id == image) == is_image).count();
+            pieces.push(if is_image { visual.narrow(0, used, len)? } else { embeds.narrow(0, start, len)? });
+            used += if is_image { len } else { 0 };
+            start += len;
+        }
+        Ok(Tensor::cat(&pieces, 0)?)
+    }
+
+    /// Answers several requests in one batch (prompts left-padded to the longest).
+    pub fn answer(&self, requests: &[Request]) -> anyhow::Result<Vec<Answer>> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut rows = Vec::with_capacity(requests.len());
+        let mut samplers = Vec::with_capacity(requests.len());
+        for request in requests {
+            request.params.validate()?;
+            let vision_tokens = request.document.tokens.dim(0)?;
+            let ids = self.prompt_ids(vision_tokens, request.instruction)?;
+            let text_ids: Vec<u32> = ids.iter().copied().filter(|&id| id != self.tokenizer.image).collect();
+            rows.push((self.embed_prompt(&ids, &request.document.tokens)?, ids.len(), vision_tokens));
+            samplers.push(Sampler::new(request.params.clone(), text_ids));
+        }
+        let prompt = Prompt::left_padded(&rows.iter().map(|(e, _, _)| e.clone()).collect::<Vec<_>>())?;
+        let generation = self.decoder.generate(&prompt, &mut samplers, Some(self.tokenizer.eos), |_, _| ())?;
+        let mut answers = Vec::with_capacity(requests.len());
+        for ((request, (_, prompt_tokens, vision_tokens)), tokens) in requests.iter().zip(rows).zip(generation.tokens) {
+            let finished = tokens.last() == Some(&self.tokenizer.eos);
+            let text_tokens = if finished { &tokens[..tokens.len() - 1] } else { &tokens[..] };
+            answers.push(Answer {
+                answer: self.tokenizer.decode(text_tokens)?,
+                tokens_generated: tokens.len(),
+                prompt_tokens,
+                vision_tokens,
+                finished,
+                timings: Timings {
+                    vision_s: request.document.time.as_secs_f64(),
+                    prefill_s: generation.prefill.as_secs_f64(),
+                    decode_s: generation.decode.as_secs_f64(),
+                },
+            });
+        }
+        Ok(answers)
+    }
+}
+
+/// The device named on the command line: `cpu`, or `cuda` / `cuda:N` when built with the `cuda` feature.
+pub fn device(name: &str) -> anyhow::Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        _ if name == "cuda" || name.starts_with("cuda:") => {
+            let ordinal = match name.strip_prefix("cuda:") {
+                Some(n) => n.parse().with_context(|| format!("--device {name}: bad GPU number"))?,
+                None => 0,
+            };
+            if !candle_core::utils::cuda_is_available() {
+                bail!("--device {name}: this build has no CUDA support (rebuild with `--features cuda`)");
+            }
+            Device::new_cuda(ordinal).with_context(|| format!("--device {name}: cannot open the GPU"))
+        }
+        _ => bail!("--device {name}: expected cpu, cuda or cuda:N"),
+    }
+}
