@@ -4,6 +4,7 @@
 //! path has a backward pass: candle's fused softmax / RMSNorm / RoPE kernels record none (DESIGN.md section 3).
 
 pub mod decoder;
+pub mod instruction;
 pub mod linear;
 pub mod norm;
 pub mod rope;
