@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod decoder;
 pub mod inspect;
+pub mod instruction;
 pub mod linear;
 pub mod lora;
 pub mod model;

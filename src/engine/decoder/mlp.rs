@@ -8,7 +8,7 @@ use crate::engine::linear::Linear;
 
 /// down(silu(gate(x)) · up(x)).
 #[derive(Debug, Clone)]
-pub(super) struct Mlp {
+pub(crate) struct Mlp {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,

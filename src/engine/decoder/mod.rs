@@ -4,11 +4,11 @@
 //! self_attn.{q,k,v,o}_proj, post_attention_layernorm, mlp.*}`, `model.norm`, `lm_head`. The forward pass takes
 //! input embeddings, so that vision and instruction features can be spliced in before it.
 
-mod attention;
+pub(crate) mod attention;
 mod cache;
 mod config;
 mod generate;
-mod mlp;
+pub(crate) mod mlp;
 
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{init, Embedding, VarBuilder};
