@@ -10,7 +10,7 @@ use crate::data::mix::{self, WeightedInput};
 use crate::data::split::{self, Fractions};
 use crate::data::validate::{self, Limits};
 use crate::engine::model::{self, Document, Model};
-use crate::engine::preset::{self, Preset};
+use crate::engine::preset::{self, InstructionChoice, Preset};
 use crate::engine::sample::SamplingParams;
 use crate::engine::{checkpoint, inspect};
 use crate::instruct;
@@ -147,6 +147,9 @@ pub struct InitArgs {
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// How the model reads instructions: in its prompt, or through a Qwen2-style instruction encoder.
+    #[arg(long, value_enum, default_value_t = InstructionChoice::Prompt)]
+    pub instruction: InstructionChoice,
 }
 
 /// Where a model comes from and what runs it.
@@ -387,7 +390,7 @@ fn run_render(args: RenderArgs) -> Result<()> {
 }
 
 fn run_init(args: InitArgs) -> Result<()> {
-    let params = preset::init(args.preset, &args.output, args.seed)?;
+    let params = preset::init(args.preset, args.instruction, &args.output, args.seed)?;
     eprintln!(
         "deepsynth init: {:?} model, {:.1}M parameters, seed {} -> {}",
         args.preset,

@@ -8,6 +8,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::decoder::DecoderConfig;
+use super::instruction::{InstructionConfig, InstructionMode};
 use super::vision::clip::{ClipConfig, ProjectorConfig};
 use super::vision::sam::SamConfig;
 use crate::page::{Mode, RenderConfig};
@@ -15,7 +16,7 @@ use crate::page::{Mode, RenderConfig};
 /// The key under which deepsynth keeps its own settings in `config.json`.
 pub const DEEPSYNTH_KEY: &str = "deepsynth";
 
-/// deepsynth's settings: how documents become pages and pixels.
+/// deepsynth's settings: how documents become pages and pixels, and how the instruction reaches the decoder.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeepsynthConfig {
@@ -23,6 +24,8 @@ pub struct DeepsynthConfig {
     pub mode: Mode,
     /// How text documents are drawn.
     pub render: RenderConfig,
+    /// Instruction tokens in the prompt (DeepSeek-OCR's way, the default) or through an instruction encoder.
+    pub instruction: InstructionConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,12 +45,15 @@ impl ModelConfig {
 
     /// Every part's section of a parsed `config.json`, each validated, and checked against the others.
     pub fn from_value(value: &serde_json::Value) -> anyhow::Result<Self> {
-        let deepsynth = match value.get(DEEPSYNTH_KEY) {
+        let deepsynth: DeepsynthConfig = match value.get(DEEPSYNTH_KEY) {
             Some(section) => {
                 serde_json::from_value(section.clone()).with_context(|| format!("in \"{DEEPSYNTH_KEY}\""))?
             }
             None => DeepsynthConfig::default(),
         };
+        if let InstructionMode::Encoder(enc) = &deepsynth.instruction.mode {
+            enc.encoder.validate().with_context(|| format!("in \"{DEEPSYNTH_KEY}\".instruction.encoder"))?;
+        }
         let cfg = Self {
             decoder: DecoderConfig::from_model_config(value)?,
             sam: SamConfig::from_model_config(value)?,

@@ -13,6 +13,7 @@ use image::RgbImage;
 use super::checkpoint::{self, CONFIG, TOKENIZER};
 use super::config::ModelConfig;
 use super::decoder::{Decoder, Prompt};
+use super::instruction::{InstructionEncoder, InstructionMode};
 use super::linear::Linear;
 use super::lora;
 use super::sample::{Sampler, SamplingParams};
@@ -98,6 +99,8 @@ pub struct Model {
     pub vision: DeepEncoder,
     pub decoder: Decoder,
     pub tokenizer: Tokenizer,
+    /// In `encoder` instruction mode: the encoder (with its projector) and the tokenizer of instructions.
+    pub instruction: Option<(InstructionEncoder, tokenizers::Tokenizer)>,
     pub dir: PathBuf,
 }
 
@@ -121,8 +124,17 @@ impl Model {
             config.decoder.vocab_size
         );
         let vision = DeepEncoder::new(&config.sam, &config.clip, &config.projector, vb.clone())?;
+        let instruction = match &config.deepsynth.instruction.mode {
+            InstructionMode::Prompt => None,
+            InstructionMode::Encoder(enc) => {
+                let path = config.deepsynth.instruction.tokenizer_path(dir);
+                let tokenizer = tokenizers::Tokenizer::from_file(&path)
+                    .map_err(|e| anyhow::anyhow!("{}: not a usable tokenizer.json: {e}", path.display()))?;
+                Some((InstructionEncoder::new(&enc.encoder, config.decoder.hidden_size, vb.clone())?, tokenizer))
+            }
+        };
         let decoder = Decoder::new(&config.decoder, vb)?;
-        Ok(Self { config, vision, decoder, tokenizer, dir: dir.to_path_buf() })
+        Ok(Self { config, vision, decoder, tokenizer, instruction, dir: dir.to_path_buf() })
     }
 
     pub fn device(&self) -> &Device {
@@ -134,6 +146,9 @@ impl Model {
         let mut all = self.vision.sam.linears_mut();
         all.extend(self.vision.clip.linears_mut());
         all.extend(self.vision.projector.linears_mut());
+        if let Some((encoder, _)) = &mut self.instruction {
+            all.extend(encoder.linears_mut());
+        }
         all.extend(self.decoder.linears_mut());
         all
     }
@@ -187,8 +202,34 @@ impl Model {
         Ok(Encoded { tokens, pages, time: start.elapsed() })
     }
 
+    /// A request's prompt embeddings [len, hidden] and the text ids in it (for the repetition penalty). Prompt
+    /// mode: `<image>\n<instruction>` as ids ([`Model::prompt_ids`]); encoder mode: `<image>\n` then the
+    /// instruction encoder's projected states. The answer follows directly. `train` enables LoRA dropout.
+    pub fn prompt(&self, visual: &Tensor, instruction: &str, train: bool) -> anyhow::Result<(Tensor, Vec<u32>)> {
+        let text = if self.instruction.is_some() { "" } else { instruction };
+        let ids = self.prompt_ids(visual.dim(0)?, text)?;
+        let mut embeds = self.embed_prompt(&ids, visual)?;
+        let mut text_ids: Vec<u32> = ids.into_iter().filter(|&id| id != self.tokenizer.image).collect();
+        if let Some((encoder, tokenizer)) = &self.instruction {
+            let encoding = tokenizer
+                .encode(instruction, true)
+                .map_err(|e| anyhow::anyhow!("cannot tokenize the instruction: {e}"))?;
+            let ids = encoding.get_ids();
+            anyhow::ensure!(!ids.is_empty(), "the instruction is empty");
+            let ids_t = Tensor::new(ids, self.device())?.unsqueeze(0)?;
+            let mask = ids_t.ones_like()?;
+            let states = encoder.forward_t(&ids_t, &mask, train)?.squeeze(0)?;
+            embeds = Tensor::cat(&[&embeds, &states.to_dtype(embeds.dtype())?], 0)?;
+            // The instruction's own ids only count for the penalty when both sides share one vocabulary.
+            if self.config.deepsynth.instruction.tokenizer_path(&self.dir) == self.dir.join(TOKENIZER) {
+                text_ids.extend_from_slice(ids);
+            }
+        }
+        Ok((embeds, text_ids))
+    }
+
     /// The prompt's ids: BOS, one `<image>` per visual token, then "\n" and the instruction (DeepSeek-OCR's
-    /// `<image>\n<instruction>`). The answer follows it directly.
+    /// `<image>\n<instruction>`).
     pub fn prompt_ids(&self, vision_tokens: usize, instruction: &str) -> anyhow::Result<Vec<u32>> {
         let mut ids = Vec::with_capacity(vision_tokens + instruction.len() + 2);
         ids.push(self.tokenizer.bos);
@@ -227,9 +268,9 @@ impl Model {
         for request in requests {
             request.params.validate()?;
             let vision_tokens = request.document.tokens.dim(0)?;
-            let ids = self.prompt_ids(vision_tokens, request.instruction)?;
-            let text_ids: Vec<u32> = ids.iter().copied().filter(|&id| id != self.tokenizer.image).collect();
-            rows.push((self.embed_prompt(&ids, &request.document.tokens)?, ids.len(), vision_tokens));
+            let (embeds, text_ids) = self.prompt(&request.document.tokens, request.instruction, false)?;
+            let len = embeds.dim(0)?;
+            rows.push((embeds, len, vision_tokens));
             samplers.push(Sampler::new(request.params.clone(), text_ids));
         }
         let prompt = Prompt::left_padded(&rows.iter().map(|(e, _, _)| e.clone()).collect::<Vec<_>>())?;

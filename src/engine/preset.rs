@@ -16,6 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use super::checkpoint::{CONFIG, TOKENIZER, WEIGHTS};
 use super::config::{DeepsynthConfig, ModelConfig};
 use super::decoder::DecoderConfig;
+use super::instruction::InstructionConfig;
 use super::model::Model;
 use super::tokenizer;
 use super::vision::clip::{ClipConfig, ProjectorConfig};
@@ -33,12 +34,36 @@ pub enum Preset {
 /// The released model's `<image>` id; the tiny byte-level vocabulary puts it right after the bytes.
 const RELEASED_IMAGE_ID: u32 = 128815;
 
+/// How a new model reads its instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum InstructionChoice {
+    /// Instruction tokens in the decoder's prompt (DeepSeek-OCR's own way).
+    #[default]
+    Prompt,
+    /// A bidirectional Qwen2-style encoder (2 layers, the decoder's width and tokenizer) and a projector.
+    Qwen2,
+}
+
 impl Preset {
-    pub fn config(self) -> ModelConfig {
-        match self {
+    pub fn config(self, instruction: InstructionChoice) -> ModelConfig {
+        let mut config = match self {
             Preset::Tiny => tiny(),
             Preset::DeepseekOcr => released(),
+        };
+        if instruction == InstructionChoice::Qwen2 {
+            let d = &config.decoder;
+            let encoder = serde_json::json!({
+                "type": "qwen2", "causal": false, "vocab_size": d.vocab_size, "hidden_size": d.hidden_size,
+                "intermediate_size": 2 * d.hidden_size, "num_hidden_layers": 2,
+                "num_attention_heads": d.num_attention_heads, "num_key_value_heads": d.num_attention_heads,
+                "rms_norm_eps": d.rms_norm_eps, "rope_theta": d.rope_theta,
+                "max_position_embeddings": d.max_position_embeddings,
+            });
+            config.deepsynth.instruction =
+                InstructionConfig::from_value(&serde_json::json!({"mode": "encoder", "encoder": encoder}))
+                    .expect("a valid encoder configuration");
         }
+        config
     }
 
     /// Where the tokenizer puts `<image>`.
@@ -144,14 +169,14 @@ fn tiny() -> ModelConfig {
         sam,
         clip,
         projector: ProjectorConfig { projector_type: "linear".into(), input_dim: 384, n_embed: 192 },
-        deepsynth: DeepsynthConfig { mode: Mode::Tiny, render },
+        deepsynth: DeepsynthConfig { mode: Mode::Tiny, render, ..DeepsynthConfig::default() },
     }
 }
 
 /// Writes `config.json`, `tokenizer.json` and `model.safetensors` for `preset` into `output` (created if needed;
 /// each file written to a temporary file, then renamed). Returns the number of parameters.
-pub fn init(preset: Preset, output: &Path, seed: u64) -> anyhow::Result<usize> {
-    let config = preset.config();
+pub fn init(preset: Preset, instruction: InstructionChoice, output: &Path, seed: u64) -> anyhow::Result<usize> {
+    let config = preset.config(instruction);
     std::fs::create_dir_all(output).with_context(|| format!("cannot create {}", output.display()))?;
     let write = |name: &str, bytes: &[u8]| crate::data::io::write_atomic(&output.join(name), bytes);
     write(TOKENIZER, serde_json::to_string(&tokenizer::byte_level_json(preset.image_id()))?.as_bytes())?;
