@@ -13,8 +13,8 @@ use crate::engine::model::{self, Document, Model};
 use crate::engine::preset::{self, InstructionChoice, Preset};
 use crate::engine::sample::SamplingParams;
 use crate::engine::{checkpoint, inspect};
-use crate::instruct;
 use crate::page::{self, Mode, RenderConfig};
+use crate::{instruct, train};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,7 +46,7 @@ pub enum Command {
     /// Render a text document to the page image(s) the model sees.
     Render(RenderArgs),
     /// Fine-tune (LoRA or full) from a JSON or TOML config file.
-    Train(NotBuiltArgs),
+    Train(TrainArgs),
     /// Answer an instruction about a document (single, batch file, or interactive).
     Instruct(InstructArgs),
     /// Score predictions against references (SQuAD EM/F1, ROUGE-L, BLEU, CER).
@@ -56,7 +56,7 @@ pub enum Command {
     /// Write a model's intermediate tensors for one page (debugging, parity checks).
     Inspect(InspectArgs),
     /// Merge a LoRA adapter into its base model's weights.
-    Merge(NotBuiltArgs),
+    Merge(MergeArgs),
     /// Run the whole pipeline on bundled data with a tiny model, on the CPU, in minutes.
     Quickstart(NotBuiltArgs),
 }
@@ -238,6 +238,38 @@ pub struct InstructArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Writes checkpoint-N/ folders (adapter or model weights, optimizer state, trainer_state.json), \
+                        final/, train_log.jsonl and loss.svg into the config's output_dir. Ctrl-C saves a \
+                        checkpoint before exiting; --resume continues exactly where it stopped. See configs/ for \
+                        examples and README for every key."
+)]
+pub struct TrainArgs {
+    /// Training configuration, JSON or TOML.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Continue from the latest checkpoint-N in output_dir (same data order, same optimizer state).
+    #[arg(long)]
+    pub resume: bool,
+    /// Compute device: cpu, or cuda / cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Base model directory.
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// LoRA adapter directory (PEFT format).
+    #[arg(long)]
+    pub adapter: PathBuf,
+    /// Output model directory (config.json, tokenizer.json, model.safetensors with the adapter folded in).
+    #[arg(long, short)]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
 #[command(after_help = "The names are those of DeepSeek-OCR's reference run: images_ori [pages,3,S,S], sam_out, \
                         clip_out (class position included), projector_out, logits [positions, vocab] for every \
                         prompt position, generated_ids (prompt then greedy tokens, int64).")]
@@ -345,12 +377,12 @@ pub fn run(cli: Cli) -> Result<()> {
         },
         Command::Init(args) => run_init(args),
         Command::Render(args) => run_render(args),
-        Command::Train(_) => not_built("train"),
+        Command::Train(args) => run_train(args),
         Command::Instruct(args) => run_instruct(args),
         Command::Eval(_) => not_built("eval"),
         Command::Serve(_) => not_built("serve"),
         Command::Inspect(args) => run_inspect(args),
-        Command::Merge(_) => not_built("merge"),
+        Command::Merge(args) => run_merge(args),
         Command::Quickstart(_) => not_built("quickstart"),
     }
 }
@@ -422,6 +454,37 @@ fn run_instruct(args: InstructArgs) -> Result<()> {
     } else {
         println!("{}", answer.answer);
     }
+    Ok(())
+}
+
+fn run_train(args: TrainArgs) -> Result<()> {
+    let outcome = train::train(&args.config, args.resume, &args.device)?;
+    let state = &outcome.state;
+    let last_loss = state.log_history.iter().rev().find_map(|e| e.loss);
+    if outcome.interrupted {
+        anyhow::bail!(
+            "interrupted at step {}/{}; checkpoint saved to {}. Continue with: deepsynth train --config {} --resume",
+            state.global_step,
+            state.total_steps,
+            outcome.saved.display(),
+            args.config.display()
+        );
+    }
+    eprintln!(
+        "deepsynth train: {} steps, last training loss {}, best validation loss {} -> {} (log: {}, plot: {})",
+        state.global_step,
+        last_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        state.best_metric.map_or("-".into(), |l| format!("{l:.4}")),
+        outcome.saved.display(),
+        outcome.output_dir.join("train_log.jsonl").display(),
+        outcome.output_dir.join("loss.svg").display()
+    );
+    Ok(())
+}
+
+fn run_merge(args: MergeArgs) -> Result<()> {
+    let merged = crate::engine::lora::merge(&args.model, &args.adapter, &args.output)?;
+    eprintln!("deepsynth merge: {merged} weights updated -> {}", args.output.display());
     Ok(())
 }
 

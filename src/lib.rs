@@ -7,5 +7,7 @@
 pub mod cli;
 pub mod data;
 pub mod engine;
+pub mod eval;
 pub mod instruct;
 pub mod page;
+pub mod train;

@@ -93,7 +93,7 @@ impl Linear {
             y = y.broadcast_add(bias)?;
         }
         if let Some(lora) = &self.lora {
-            let x = if train && lora.dropout > 0.0 { candle_nn::ops::dropout(x, lora.dropout)? } else { x.clone() };
+            let x = if train && lora.dropout > 0.0 { super::dropout::dropout(x, lora.dropout)? } else { x.clone() };
             let delta = matmul_t(&matmul_t(&x, &lora.a)?, &lora.b)?;
             y = (y + (delta * lora.scale)?)?;
         }

@@ -114,6 +114,47 @@ pub fn save_adapter(dir: &Path, cfg: &AdapterConfig, linears: Vec<&Linear>) -> a
     Ok(tensors.len() / 2)
 }
 
+/// `deepsynth merge`: writes `output` as a model directory whose weights are `model_dir`'s with the adapter folded
+/// in (W + scale·B·A, in f32, stored back in each weight's dtype). Returns how many weights changed.
+pub fn merge(model_dir: &Path, adapter_dir: &Path, output: &Path) -> anyhow::Result<usize> {
+    use super::checkpoint::{self, CONFIG, TOKENIZER, WEIGHTS};
+    let cfg = AdapterConfig::read(adapter_dir)?;
+    let scale = cfg.effective_alpha() / cfg.r as f64;
+    let adapter_path = adapter_dir.join(ADAPTER_WEIGHTS);
+    let mut adapter = candle_core::safetensors::load(&adapter_path, &Device::Cpu)
+        .with_context(|| format!("reading {}", adapter_path.display()))?;
+    let files = checkpoint::weight_files(model_dir)?;
+    // SAFETY: see checkpoint::var_builder.
+    let weights = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }?;
+    let mut tensors = HashMap::new();
+    let mut merged = 0;
+    for (name, _) in weights.tensors() {
+        let mut tensor = weights.load(&name, &Device::Cpu)?;
+        if let Some(path) = name.strip_suffix(".weight") {
+            let key = |part: &str| format!("{KEY_PREFIX}{path}.{part}.weight");
+            if let (Some(a), Some(b)) = (adapter.remove(&key("lora_A")), adapter.remove(&key("lora_B"))) {
+                let dtype = tensor.dtype();
+                let delta = (b.to_dtype(DType::F32)?.matmul(&a.to_dtype(DType::F32)?)? * scale)?;
+                tensor = (tensor.to_dtype(DType::F32)? + delta)
+                    .with_context(|| format!("{}: {name} does not fit its adapter", adapter_path.display()))?
+                    .to_dtype(dtype)?;
+                merged += 1;
+            }
+        }
+        tensors.insert(name, tensor);
+    }
+    if let Some(stray) = adapter.keys().min() {
+        bail!("{}: {stray} matches no weight of {}", adapter_path.display(), model_dir.display());
+    }
+    std::fs::create_dir_all(output).with_context(|| format!("cannot create {}", output.display()))?;
+    for file in [CONFIG, TOKENIZER] {
+        let bytes = std::fs::read(model_dir.join(file)).with_context(|| format!("reading {file}"))?;
+        crate::data::io::write_atomic(&output.join(file), &bytes)?;
+    }
+    checkpoint::save_atomic(&tensors, &output.join(WEIGHTS))?;
+    Ok(merged)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod decoder;
+pub mod dropout;
 pub mod inspect;
 pub mod instruction;
 pub mod linear;

@@ -23,7 +23,8 @@ use super::vision::clip::{ClipConfig, ProjectorConfig};
 use super::vision::sam::SamConfig;
 use crate::page::{Mode, RenderConfig};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Preset {
     /// ~3M parameters: every part of the architecture at small widths; 512 px pages, 73 visual tokens.
     Tiny,
@@ -35,7 +36,8 @@ pub enum Preset {
 const RELEASED_IMAGE_ID: u32 = 128815;
 
 /// How a new model reads its instruction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum InstructionChoice {
     /// Instruction tokens in the decoder's prompt (DeepSeek-OCR's own way).
     #[default]
