@@ -325,7 +325,7 @@ impl Trainer {
             bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
             (window_loss, window_steps) = (window_loss + loss, window_steps + 1);
             let step = self.state.global_step;
-            if step % self.cfg.logging_steps == 0 || step == self.total_steps {
+            if step.is_multiple_of(self.cfg.logging_steps) || step == self.total_steps {
                 let seconds = window_start.elapsed().as_secs_f64();
                 let entry = LogEntry {
                     step,
@@ -341,7 +341,7 @@ impl Trainer {
                 self.log(entry)?;
                 (window_loss, window_steps, window_start) = (0.0, 0, Instant::now());
             }
-            let evaluate = (self.cfg.eval_steps > 0 && step % self.cfg.eval_steps == 0) || step == self.total_steps;
+            let evaluate = (self.cfg.eval_steps > 0 && step.is_multiple_of(self.cfg.eval_steps)) || step == self.total_steps;
             let mut stop_early = false;
             if evaluate {
                 if let Some(entry) = self.evaluate()? {
@@ -360,7 +360,7 @@ impl Trainer {
                 }
             }
             interrupted = stop.load(Ordering::SeqCst);
-            let periodic = self.cfg.save_steps > 0 && step % self.cfg.save_steps == 0;
+            let periodic = self.cfg.save_steps > 0 && step.is_multiple_of(self.cfg.save_steps);
             if periodic || interrupted || (evaluate && self.state.best_step == Some(step)) {
                 state::save_checkpoint(self, evaluate && self.state.best_step == Some(step))?;
             }
