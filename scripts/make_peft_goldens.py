@@ -105,6 +105,13 @@ def logits_with_routing_check(model, hf_model, lc, input_ids):
     return logits, margins.min_gap
 
 
+def sort_target_modules(path):
+    """PEFT writes target_modules from a set, in an order that changes from run to run; sorted, the fixture does not."""
+    config = json.loads(path.read_text())
+    config["target_modules"] = sorted(config["target_modules"])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
 def check_keys(peft_model, adapter_dir):
     """Every tensor of the saved adapter is one PEFT holds, under the DeepSeek-OCR module path, with equal values."""
     saved = load_file(adapter_dir / "adapter_model.safetensors")
@@ -139,6 +146,7 @@ def main():
         shutil.rmtree(adapter_dir, ignore_errors=True)
         peft_model.save_pretrained(adapter_dir)
         (adapter_dir / "README.md").unlink()  # PEFT's model card template: nothing the adapter needs
+        sort_target_modules(adapter_dir / "adapter_config.json")
         layers = check_keys(peft_model, adapter_dir)
         logits, gap = logits_with_routing_check(peft_model, hf_model, lc, input_ids)
         golden[name.replace("-", "_") + "_logits"] = logits
