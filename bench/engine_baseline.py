@@ -77,10 +77,10 @@ def hf_decoder_state(tensors, lc):
     state = {n: t for n, t in tensors.items() if ".mlp.experts." not in n}
     for layer in range(lc["first_k_dense_replace"], lc["num_hidden_layers"]):
         base = f"model.layers.{layer}.mlp.experts."
-        experts = range(lc["n_routed_experts"])
-        state[base + "gate_up_proj"] = torch.stack(
-            [torch.cat([tensors[f"{base}{e}.gate_proj.weight"], tensors[f"{base}{e}.up_proj.weight"]]) for e in experts])
-        state[base + "down_proj"] = torch.stack([tensors[f"{base}{e}.down_proj.weight"] for e in experts])
+        experts = [{p: tensors[f"{base}{e}.{p}_proj.weight"] for p in ("gate", "up", "down")}
+                   for e in range(lc["n_routed_experts"])]
+        state[base + "gate_up_proj"] = torch.stack([torch.cat([x["gate"], x["up"]]) for x in experts])
+        state[base + "down_proj"] = torch.stack([x["down"] for x in experts])
     return state
 
 
@@ -166,8 +166,8 @@ def vision(args):
             assign=True)
         # DeepSeek-OCR has no post-layernorm (run_clip skips it); position_ids is a buffer.
         assert not unexpected and all(m.startswith("post_layernorm") for m in missing), (missing, unexpected)
-        projector.weight.data, projector.bias.data = get("model.projector.layers.weight"), get(
-            "model.projector.layers.bias")
+        projector.weight.data = get("model.projector.layers.weight")
+        projector.bias.data = get("model.projector.layers.bias")
         newline, separator = get("model.image_newline"), get("model.view_seperator")
     load_s = time.perf_counter() - start
     io = load_file(args.io)
