@@ -11,6 +11,8 @@
 # (.so.10) by name: `run` finds them in torch's wheels (site-packages/nvidia/cu13/lib), /usr/local/cuda/lib64 or
 # CUDA_LIB_DIR. The test binary reads the fixtures under tests/fixtures/ at the path it was built from, so `run`
 # links that path to this checkout when it is elsewhere.
+# With the device tool: `pack` in the checkout that the tool copies, then run `bash scripts/cuda_check.sh run` there
+# with carry ["target/cuda-check"] (~25 MB). On an H200 (driver 580, torch 2.11+cu130) the 4 tests take ~15 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/cuda-check

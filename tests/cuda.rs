@@ -53,7 +53,8 @@ fn decoder_matches_transformers_on_gpu() {
     let ours = model.generate_greedy(&prompt, want[0].len(), Some(model.config().eos_token_id)).unwrap();
     assert_eq!(ours, want);
 
-    // bf16 weights and activations (as the released checkpoint is used on GPU): close to the f32 reference.
+    // bf16 weights and activations (as the released checkpoint is used on GPU): close to the f32 reference
+    // (3.2e-2 of the largest logit on an H200; bf16 keeps 8 bits of mantissa).
     let model = decoder(DType::BF16, &dev);
     let logits = model.forward(&model.embed(&ids).unwrap(), None).unwrap();
     assert_eq!(logits.dtype(), DType::BF16);
