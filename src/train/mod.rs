@@ -212,27 +212,46 @@ impl Trainer {
         Ok((candle_nn::loss::cross_entropy(&logits, &targets)?, n))
     }
 
-    /// One optimiser step (gradient accumulation included); returns (loss, grad norm before clipping).
-    fn step(&mut self) -> anyhow::Result<(f64, f64)> {
-        let step = self.state.global_step;
+    /// The training examples of micro-step `micro` of optimiser step `step` (positions in the data stream).
+    fn micro_batch(&self, step: usize, micro: usize) -> Vec<usize> {
         let (size, accum) = (self.cfg.per_device_train_batch_size, self.cfg.gradient_accumulation_steps);
+        let first = (step * accum + micro) * size;
+        (first..first + size).map(|k| self.example_index(k)).collect()
+    }
+
+    /// Loss and gradients (by parameter name) of training examples `batch`, dropout seeded by `dropout_seed`;
+    /// the gradients are of the loss divided by `divide` (gradient accumulation).
+    pub fn gradients(
+        &mut self,
+        batch: &[usize],
+        dropout_seed: u64,
+        divide: usize,
+    ) -> anyhow::Result<(f64, HashMap<String, Tensor>)> {
+        dropout::seed(dropout_seed);
+        let (loss, _) = self.loss(batch, false, true)?;
+        let value = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+        let store = (loss / divide as f64)?.backward()?;
+        let grads = self.params.iter().filter_map(|(name, var)| store.get(var.as_tensor()).map(|g| (name.clone(), g.clone())));
+        Ok((value, grads.collect()))
+    }
+
+    /// One optimiser step (gradient accumulation included); returns (loss, grad norm before clipping).
+    pub fn step(&mut self) -> anyhow::Result<(f64, f64)> {
+        let step = self.state.global_step;
+        let accum = self.cfg.gradient_accumulation_steps;
         let mut grads: HashMap<String, Tensor> = HashMap::new();
         let mut loss_sum = 0.0;
         for micro in 0..accum {
-            let first = (step * accum + micro) * size;
-            let batch: Vec<usize> = (first..first + size).map(|k| self.example_index(k)).collect();
-            dropout::seed(self.cfg.seed ^ ((step * accum + micro) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let (loss, _) = self.loss(&batch, false, true)?;
-            loss_sum += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-            let store = (loss / accum as f64)?.backward()?;
-            for (name, var) in &self.params {
-                if let Some(g) = store.get(var.as_tensor()) {
-                    let g = match grads.remove(name) {
-                        Some(sum) => (sum + g)?,
-                        None => g.clone(),
-                    };
-                    grads.insert(name.clone(), g);
-                }
+            let batch = self.micro_batch(step, micro);
+            let seed = self.cfg.seed ^ ((step * accum + micro) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let (loss, micro_grads) = self.gradients(&batch, seed, accum)?;
+            loss_sum += loss;
+            for (name, g) in micro_grads {
+                let g = match grads.remove(&name) {
+                    Some(sum) => (sum + g)?,
+                    None => g,
+                };
+                grads.insert(name, g);
             }
         }
         let norm = optim::clip_grad_norm(&mut grads, self.cfg.max_grad_norm)?;

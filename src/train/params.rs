@@ -20,7 +20,7 @@ use crate::engine::model::Model;
 
 /// The vision encoder proper (frozen unless `train_vision`).
 const VISION: [&str; 2] = ["model.sam_model.", "model.vision_model."];
-/// The projectors and the page separators (trained with `train_projector`, or by `full`).
+/// The projectors and the page separators (trained with `train_projector` or `train_vision`).
 const PROJECTORS: [&str; 4] =
     ["model.projector.", "model.image_newline", "model.view_seperator", "instruction_projector."];
 
@@ -33,6 +33,10 @@ pub fn trains_fully(cfg: &TrainConfig, name: &str) -> bool {
     }
     if projector && cfg.train_projector {
         return true;
+    }
+    if projector {
+        // The projectors belong to the vision side: trained with train_projector or train_vision only.
+        return cfg.train_vision;
     }
     match cfg.method {
         Method::Full => true,
