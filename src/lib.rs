@@ -7,5 +7,6 @@
 pub mod cli;
 pub mod data;
 pub mod engine;
+pub mod eval;
 pub mod instruct;
 pub mod page;
