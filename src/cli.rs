@@ -14,7 +14,7 @@ use crate::engine::preset::{self, InstructionChoice, Preset};
 use crate::engine::sample::SamplingParams;
 use crate::engine::{checkpoint, inspect};
 use crate::page::{self, Mode, RenderConfig};
-use crate::{instruct, train};
+use crate::{eval, instruct, train};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,7 +50,7 @@ pub enum Command {
     /// Answer an instruction about a document (single, batch file, or interactive).
     Instruct(InstructArgs),
     /// Score predictions against references (SQuAD EM/F1, ROUGE-L, BLEU, CER).
-    Eval(NotBuiltArgs),
+    Eval(EvalArgs),
     /// Serve the model over HTTP (JSON API, OpenAI-compatible chat, web page).
     Serve(NotBuiltArgs),
     /// Write a model's intermediate tensors for one page (debugging, parity checks).
@@ -270,6 +270,56 @@ pub struct MergeArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  deepsynth eval --predictions predictions.jsonl --references dev.jsonl\n  \
+                        deepsynth eval --model tiny --dataset dev.jsonl --json\n\
+                        EM and F1 are the official SQuAD v2 script's, ROUGE-L rouge-score's, BLEU sacrebleu's \
+                        corpus BLEU (13a, exp smoothing), CER jiwer's; all on a 0-100 scale. A question without \
+                        gold answers is right only when answered with nothing. The per-example file (JSONL) goes \
+                        to --per-example, by default <predictions stem>.scores.jsonl beside the predictions.")]
+pub struct EvalArgs {
+    /// Predictions: JSONL lines with `id` and `prediction` (`instruct --batch` output), or one JSON object
+    /// id -> answer (SQuAD's format).
+    #[arg(long, short, required_unless_present = "model", conflicts_with = "model")]
+    pub predictions: Option<PathBuf>,
+    /// Reference records (the dataset schema), joined with the predictions by id [default: the `answers` and
+    /// `source` on each prediction line].
+    #[arg(long, short, conflicts_with = "model")]
+    pub references: Option<PathBuf>,
+    /// Generate the predictions first with this model (a directory or Hub id), on --dataset.
+    #[arg(long, short, requires = "dataset")]
+    pub model: Option<String>,
+    /// LoRA adapter directory in PEFT's format, for --model.
+    #[arg(long, requires = "model")]
+    pub adapter: Option<PathBuf>,
+    /// Records to answer and score against, with --model.
+    #[arg(long, requires = "model", conflicts_with = "predictions")]
+    pub dataset: Option<PathBuf>,
+    /// Where --model writes its predictions [default: <dataset stem>.predictions.jsonl beside the dataset].
+    #[arg(long, requires = "model")]
+    pub predictions_output: Option<PathBuf>,
+    /// Compute device for --model: cpu, or cuda / cuda:N (builds with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// How many --dataset records are generated together.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Per-example scores file (JSONL).
+    #[arg(long)]
+    pub per_example: Option<PathBuf>,
+    /// Print the report as one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Porter-stem words for ROUGE-L (rouge-score's `use_stemmer`).
+    #[arg(long)]
+    pub rouge_stem: bool,
+    /// A reference without a prediction: leave it out (listed), score it as an empty answer (listed), or fail.
+    #[arg(long, value_enum, default_value_t = eval::Missing::Skip)]
+    pub missing: eval::Missing,
+}
+
+#[derive(Debug, Args)]
 #[command(after_help = "The names are those of DeepSeek-OCR's reference run: images_ori [pages,3,S,S], sam_out, \
                         clip_out (class position included), projector_out, logits [positions, vocab] for every \
                         prompt position, generated_ids (prompt then greedy tokens, int64).")]
@@ -379,7 +429,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Render(args) => run_render(args),
         Command::Train(args) => run_train(args),
         Command::Instruct(args) => run_instruct(args),
-        Command::Eval(_) => not_built("eval"),
+        Command::Eval(args) => run_eval(args),
         Command::Serve(_) => not_built("serve"),
         Command::Inspect(args) => run_inspect(args),
         Command::Merge(args) => run_merge(args),
@@ -485,6 +535,41 @@ fn run_train(args: TrainArgs) -> Result<()> {
 fn run_merge(args: MergeArgs) -> Result<()> {
     let merged = crate::engine::lora::merge(&args.model, &args.adapter, &args.output)?;
     eprintln!("deepsynth merge: {merged} weights updated -> {}", args.output.display());
+    Ok(())
+}
+
+fn run_eval(args: EvalArgs) -> Result<()> {
+    let generate = match (args.model, args.dataset) {
+        (Some(model), Some(dataset)) => Some(eval::Generate {
+            model,
+            adapter: args.adapter,
+            device: args.device,
+            dataset,
+            output: args.predictions_output,
+            batch_size: args.batch_size,
+            params: args.sampling.params(),
+        }),
+        _ => None,
+    };
+    let options = eval::Options {
+        predictions: args.predictions,
+        references: args.references,
+        generate,
+        per_example: args.per_example,
+        rouge_stem: args.rouge_stem,
+        missing: args.missing,
+    };
+    let report = eval::run(&options)?;
+    if !args.json {
+        print!("{report}");
+        return Ok(());
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    // The table lists them itself; beside JSON on stdout, a person still sees them.
+    if !report.missing.is_empty() {
+        let ids = eval::list_ids(&report.missing);
+        eprintln!("deepsynth eval: {} references have no prediction: {ids}", report.missing.len());
+    }
     Ok(())
 }
 

@@ -55,6 +55,25 @@ pub fn batch(
     batch_size: usize,
     params: &SamplingParams,
 ) -> anyhow::Result<u64> {
+    Ok(batch_timed(model, input, output, batch_size, params)?.0)
+}
+
+/// One chunk of `batch_timed`: its records, the tokens they generated, its wall time (encoding included).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchTiming {
+    pub records: usize,
+    pub tokens_generated: usize,
+    pub seconds: f64,
+}
+
+/// `batch`, also returning each chunk's timing (for `deepsynth eval`'s speed figures).
+pub fn batch_timed(
+    model: &Model,
+    input: &Path,
+    output: &Path,
+    batch_size: usize,
+    params: &SamplingParams,
+) -> anyhow::Result<(u64, Vec<BatchTiming>)> {
     anyhow::ensure!(batch_size > 0, "--batch-size must be at least 1");
     params.validate()?;
     let records = jsonl::read_records(input)?;
@@ -62,7 +81,9 @@ pub fn batch(
     let bar = crate::data::io::progress_bar(records.len() as u64, "answering");
     // Recent documents' encodings (SQuAD-like files ask many questions of one context in a row).
     let mut encodings: HashMap<&str, Encoded> = HashMap::new();
+    let mut timings = Vec::with_capacity(records.len().div_ceil(batch_size));
     for chunk in records.chunks(batch_size) {
+        let start = std::time::Instant::now();
         if encodings.len() > 64 {
             encodings.clear();
         }
@@ -83,6 +104,11 @@ pub fn batch(
             })
             .collect();
         let answers = model.answer(&requests)?;
+        timings.push(BatchTiming {
+            records: chunk.len(),
+            tokens_generated: answers.iter().map(|a| a.tokens_generated).sum(),
+            seconds: start.elapsed().as_secs_f64(),
+        });
         for (record, answer) in chunk.iter().zip(&answers) {
             let line = serde_json::to_vec(&Prediction {
                 id: &record.id,
@@ -99,7 +125,7 @@ pub fn batch(
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    writer.commit()
+    Ok((writer.commit()?, timings))
 }
 
 /// A read-answer loop on one document: each line of `input` is an instruction; `:q` or end of input stops.

@@ -231,7 +231,8 @@ impl Trainer {
         let (loss, _) = self.loss(batch, false, true)?;
         let value = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
         let store = (loss / divide as f64)?.backward()?;
-        let grads = self.params.iter().filter_map(|(name, var)| store.get(var.as_tensor()).map(|g| (name.clone(), g.clone())));
+        let grads =
+            self.params.iter().filter_map(|(name, var)| store.get(var.as_tensor()).map(|g| (name.clone(), g.clone())));
         Ok((value, grads.collect()))
     }
 
@@ -360,7 +361,8 @@ impl Trainer {
                 self.log(entry)?;
                 (window_loss, window_steps, window_start) = (0.0, 0, Instant::now());
             }
-            let evaluate = (self.cfg.eval_steps > 0 && step.is_multiple_of(self.cfg.eval_steps)) || step == self.total_steps;
+            let evaluate =
+                (self.cfg.eval_steps > 0 && step.is_multiple_of(self.cfg.eval_steps)) || step == self.total_steps;
             let mut stop_early = false;
             if evaluate {
                 if let Some(entry) = self.evaluate()? {
