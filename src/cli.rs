@@ -8,13 +8,15 @@ use clap::{Args, Parser, Subcommand};
 use crate::data::convert::{self, ConvertOptions, Dataset, OnError};
 use crate::data::mix::{self, WeightedInput};
 use crate::data::split::{self, Fractions};
+use crate::data::synth::{self, Task};
 use crate::data::validate::{self, Limits};
 use crate::engine::model::{self, Document, Model};
 use crate::engine::preset::{self, InstructionChoice, Preset};
 use crate::engine::sample::SamplingParams;
 use crate::engine::{checkpoint, inspect};
 use crate::page::{self, Mode, RenderConfig};
-use crate::{eval, instruct, train};
+use crate::train::config::Method;
+use crate::{eval, instruct, quickstart, train};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,7 +60,7 @@ pub enum Command {
     /// Merge a LoRA adapter into its base model's weights.
     Merge(MergeArgs),
     /// Run the whole pipeline on bundled data with a tiny model, on the CPU, in minutes.
-    Quickstart(NotBuiltArgs),
+    Quickstart(QuickstartArgs),
 }
 
 /// Arguments of a subcommand that is not built yet: accepted, so that `--help` works, then refused.
@@ -346,6 +348,50 @@ pub struct InspectArgs {
     pub output: PathBuf,
 }
 
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Output JSONL file (deepsynth records).
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// How many cards.
+    #[arg(long, default_value_t = 1000)]
+    pub count: usize,
+    /// Seed (the same seed gives the same cards).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// qa: one question per card; ocr: "Free OCR." with the whole card as the answer.
+    #[arg(long, value_enum, default_value_t = Task::Qa)]
+    pub task: Task,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Runs offline, in minutes on a laptop CPU: initialises the tiny model, converts the bundled \
+                        samples of each dataset and makes synthetic reading cards, evaluates, trains, evaluates on \
+                        held-out cards, answers one question, and prints the next commands to try.")]
+pub struct QuickstartArgs {
+    /// Folder for everything it writes (replaced if an earlier quickstart made it).
+    #[arg(long, short, default_value = "deepsynth-quickstart")]
+    pub output: PathBuf,
+    /// Training steps (batches of 8).
+    #[arg(long, default_value_t = 300)]
+    pub steps: usize,
+    /// Synthetic training cards.
+    #[arg(long, default_value_t = 2000)]
+    pub cards: usize,
+    /// Seed of the model, the data and the training.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// full: every decoder weight trains (a model from scratch needs it); lora: adapters only.
+    #[arg(long, value_enum, default_value_t = QuickstartMethod::Full)]
+    pub method: QuickstartMethod,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum QuickstartMethod {
+    Full,
+    Lora,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
     /// Mix several JSONL files with weights, drop duplicates, shuffle (seeded).
@@ -355,7 +401,7 @@ pub enum DataCommand {
     /// Check a JSONL file against the record schema; exit non-zero when invalid.
     Validate(ValidateArgs),
     /// Generate synthetic reading pages with random facts and questions about them.
-    Synth(NotBuiltArgs),
+    Synth(SynthArgs),
 }
 
 #[derive(Debug, Args)]
@@ -423,7 +469,7 @@ pub fn run(cli: Cli) -> Result<()> {
             DataCommand::Mix(args) => run_mix(args),
             DataCommand::Split(args) => run_split(args),
             DataCommand::Validate(args) => run_validate(args),
-            DataCommand::Synth(_) => not_built("data synth"),
+            DataCommand::Synth(args) => run_synth(args),
         },
         Command::Init(args) => run_init(args),
         Command::Render(args) => run_render(args),
@@ -433,7 +479,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(_) => not_built("serve"),
         Command::Inspect(args) => run_inspect(args),
         Command::Merge(args) => run_merge(args),
-        Command::Quickstart(_) => not_built("quickstart"),
+        Command::Quickstart(args) => quickstart::run(&quickstart::Options {
+            output: args.output,
+            steps: args.steps,
+            cards: args.cards,
+            seed: args.seed,
+            method: match args.method {
+                QuickstartMethod::Full => Method::Full,
+                QuickstartMethod::Lora => Method::Lora,
+            },
+        }),
     }
 }
 
@@ -585,6 +640,17 @@ fn run_inspect(args: InspectArgs) -> Result<()> {
     let tensors = inspect::inspect(&model, &document, input_ids, &args.instruction, args.new_tokens)?;
     checkpoint::save_atomic(&tensors, &args.output)?;
     eprintln!("deepsynth inspect: {} tensors -> {}", tensors.len(), args.output.display());
+    Ok(())
+}
+
+fn run_synth(args: SynthArgs) -> Result<()> {
+    let records = synth::generate(args.count, args.seed, args.task);
+    let mut writer = crate::data::io::JsonlWriter::create(&args.output)?;
+    for record in records {
+        writer.write(record)?;
+    }
+    let n = writer.commit()?;
+    eprintln!("deepsynth data synth: {n} cards -> {}", args.output.display());
     Ok(())
 }
 

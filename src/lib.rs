@@ -10,4 +10,5 @@ pub mod engine;
 pub mod eval;
 pub mod instruct;
 pub mod page;
+pub mod quickstart;
 pub mod train;

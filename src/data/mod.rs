@@ -7,6 +7,7 @@ pub mod jsonl;
 pub mod mix;
 pub mod record;
 pub mod split;
+pub mod synth;
 pub mod validate;
 
 pub use error::{BadInput, Location};

@@ -1,0 +1,139 @@
+//! `deepsynth data synth`: synthetic reading pages. Each document is a short card of "Key: value" lines in random
+//! order; the question asks for one key, whose value can only be read from the page. Names, cities and colours
+//! come from pools (a model can learn the kind of answer); years and codes are fresh random values (only reading
+//! gets them right). `ocr` records ask for the whole card ("Free OCR."), the dense supervision that teaches reading.
+
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::Record;
+
+const NAMES: [&str; 24] = [
+    "Ada", "Bruno", "Chen", "Dana", "Emil", "Fatima", "Goran", "Hana", "Ivan", "Jade", "Kofi", "Lena", "Mateo", "Nia",
+    "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tariq", "Uma", "Viktor", "Wen", "Yara",
+];
+const CITIES: [&str; 24] = [
+    "Oslo", "Lima", "Pune", "Kyiv", "Rome", "Baku", "Doha", "Graz", "Hue", "Kobe", "Lyon", "Metz", "Nice", "Riga",
+    "Sofia", "Turin", "Varna", "Bergen", "Cairo", "Dakar", "Fez", "Quito", "Split", "Tunis",
+];
+const COLOURS: [&str; 12] =
+    ["red", "blue", "green", "amber", "violet", "black", "white", "grey", "teal", "pink", "brown", "gold"];
+const CODE_CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+
+/// The kinds of fact a card holds, in the order of their keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Name,
+    City,
+    Colour,
+    Year,
+    Code,
+}
+
+impl Field {
+    const ALL: [Field; 5] = [Field::Name, Field::City, Field::Colour, Field::Year, Field::Code];
+
+    fn key(self) -> &'static str {
+        match self {
+            Field::Name => "Name",
+            Field::City => "City",
+            Field::Colour => "Colour",
+            Field::Year => "Year",
+            Field::Code => "Code",
+        }
+    }
+
+    fn value(self, rng: &mut ChaCha8Rng) -> String {
+        match self {
+            Field::Name => NAMES.choose(rng).expect("non-empty").to_string(),
+            Field::City => CITIES.choose(rng).expect("non-empty").to_string(),
+            Field::Colour => COLOURS.choose(rng).expect("non-empty").to_string(),
+            Field::Year => rng.random_range(1900..2030).to_string(),
+            Field::Code => (0..4).map(|_| char::from(*CODE_CHARS.choose(rng).expect("non-empty"))).collect(),
+        }
+    }
+
+    /// The field an instruction made by [`generate`] asks about.
+    pub fn asked_in(instruction: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| instruction == question(*f))
+    }
+
+    /// Whether `answer` is the right kind of value for this field (whatever the card says).
+    pub fn accepts(self, answer: &str) -> bool {
+        match self {
+            Field::Name => NAMES.contains(&answer),
+            Field::City => CITIES.contains(&answer),
+            Field::Colour => COLOURS.contains(&answer),
+            Field::Year => answer.len() == 4 && answer.bytes().all(|b| b.is_ascii_digit()),
+            Field::Code => answer.len() == 4 && answer.bytes().all(|b| CODE_CHARS.contains(&b)),
+        }
+    }
+}
+
+fn question(field: Field) -> String {
+    format!("What is the {}?", field.key().to_lowercase())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// One question per card about one of its values.
+    #[default]
+    Qa,
+    /// "Free OCR." with the whole card as the answer.
+    Ocr,
+}
+
+/// `count` records from `seed`: cards of 3-5 fields in random order.
+pub fn generate(count: usize, seed: u64, task: Task) -> Vec<Record> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..count)
+        .map(|i| {
+            let mut fields = Field::ALL.to_vec();
+            fields.shuffle(&mut rng);
+            fields.truncate(rng.random_range(3..=5));
+            let values: Vec<(Field, String)> = fields.iter().map(|&f| (f, f.value(&mut rng))).collect();
+            let text = values.iter().map(|(f, v)| format!("{}: {v}", f.key())).collect::<Vec<_>>().join("\n");
+            let id = format!("synth-{seed}-{i}");
+            match task {
+                Task::Qa => {
+                    let (field, value) = values.choose(&mut rng).expect("at least 3 fields").clone();
+                    Record::new(id, "synth", text, question(field), vec![value])
+                }
+                Task::Ocr => Record::new(id, "synth", text.clone(), "Free OCR.", vec![text]),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cards_answer_their_question_and_are_seeded() {
+        let records = generate(50, 3, Task::Qa);
+        assert_eq!(records, generate(50, 3, Task::Qa));
+        assert_ne!(records, generate(50, 4, Task::Qa));
+        for r in &records {
+            let field = Field::asked_in(&r.instruction).expect("a known question");
+            assert!(
+                r.text.contains(&format!("{}: {}\n", field.key(), r.answer))
+                    || r.text.ends_with(&format!("{}: {}", field.key(), r.answer))
+            );
+            assert!(field.accepts(&r.answer), "{r:?}");
+            assert_eq!((3..=5).contains(&r.text.lines().count()), true);
+        }
+        let ocr = generate(2, 3, Task::Ocr);
+        assert_eq!(ocr[0].answer, ocr[0].text);
+    }
+
+    #[test]
+    fn kinds_accept_their_values_only() {
+        assert!(Field::Year.accepts("1987") && !Field::Year.accepts("Oslo"));
+        assert!(Field::City.accepts("Oslo") && !Field::City.accepts("Ada"));
+        assert!(Field::Code.accepts("K7Q2") && !Field::Code.accepts("k7q2"));
+    }
+}
