@@ -179,7 +179,6 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         trained_model.display()
     );
     println!("  deepsynth eval --model {}{adapter} --dataset {}", trained_model.display(), test_file.display());
-    println!("  deepsynth serve --model {}{adapter} --port 8080", trained_model.display());
     Ok(())
 }
 
