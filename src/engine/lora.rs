@@ -47,6 +47,16 @@ impl AdapterConfig {
             cfg.peft_type
         );
         ensure!(cfg.r > 0, "{}: r must be positive", path.display());
+        // Options that change the computation but that deepsynth does not implement are refused by name rather
+        // than loaded with the wrong scale or shape.
+        for key in ["alpha_pattern", "rank_pattern"] {
+            let set = cfg.other.get(key).is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty()));
+            ensure!(!set, "{}: {key} is not supported (one r and lora_alpha for every layer)", path.display());
+        }
+        for key in ["use_dora", "lora_bias"] {
+            let set = cfg.other.get(key).is_some_and(|v| v.as_bool() == Some(true));
+            ensure!(!set, "{}: {key} is not supported", path.display());
+        }
         Ok(cfg)
     }
 

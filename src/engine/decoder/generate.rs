@@ -73,8 +73,10 @@ impl Decoder {
         let start = Instant::now();
         let mut prefill = None;
         while !tokens.iter().zip(samplers.iter()).all(|(row, s)| done(row, s)) {
-            let logits = self.forward(&input, Some(&mut cache))?;
-            let last = logits.narrow(1, logits.dim(1)? - 1, 1)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            // Only the last position's logits choose the next token (the prompt pass skips the rest of lm_head).
+            let hidden = self.hidden_states(&input, Some(&mut cache), false)?;
+            let hidden = hidden.narrow(1, hidden.dim(1)? - 1, 1)?.squeeze(1)?;
+            let last = self.logits(&hidden)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
             let mut next = Vec::with_capacity(batch);
             for (i, ((row, sampler), logits)) in tokens.iter_mut().zip(samplers.iter_mut()).zip(&last).enumerate() {
                 if done(row, sampler) {
