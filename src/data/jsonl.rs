@@ -83,7 +83,8 @@ fn wrong_type(location: Location, expected: &str, found: &Value) -> BadInput {
     BadInput::new(location, "wrong type", format!("expected {expected}, found {}", type_name(found)))
 }
 
-fn type_name(value: &Value) -> &'static str {
+/// How an error message names a JSON value's type ("a string", "an array", ...).
+pub(crate) fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

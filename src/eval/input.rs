@@ -90,14 +90,7 @@ fn parse_line(path: &Path, number: u64, line: &str) -> Result<Prediction, BadInp
 }
 
 fn wrong_type(location: Location, expected: &str, found: &Value) -> BadInput {
-    let found = match found {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    };
+    let found = crate::data::jsonl::type_name(found);
     BadInput::new(location, "wrong type", format!("expected {expected}, found {found}"))
 }
 
