@@ -132,6 +132,9 @@ pub struct RenderArgs {
     /// Resolution mode, for an image document: tiny 512, small 640, base 1024, large 1280 px.
     #[arg(long, value_enum, default_value_t = Mode::Base)]
     pub mode: Mode,
+    /// Render as this model directory does (its page size, type size and mode), instead of the options above.
+    #[arg(long, conflicts_with_all = ["width", "height", "font_size", "line_pitch", "margin", "mode"])]
+    pub model: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -519,7 +522,14 @@ fn run_render(args: RenderArgs) -> Result<()> {
         line_pitch: args.line_pitch.unwrap_or_else(|| RenderConfig::natural_line_pitch(args.font_size)),
         margin: args.margin,
     };
-    let written = page::render_document(&args.document, &args.output, &config, args.mode)?;
+    let (config, mode) = match &args.model {
+        Some(dir) => {
+            let model = crate::engine::config::ModelConfig::from_file(&dir.join(checkpoint::CONFIG))?;
+            (model.deepsynth.render, model.deepsynth.mode)
+        }
+        None => (config, args.mode),
+    };
+    let written = page::render_document(&args.document, &args.output, &config, mode)?;
     for path in &written {
         eprintln!("deepsynth render: {} -> {}", args.document.display(), path.display());
     }

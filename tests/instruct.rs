@@ -259,3 +259,23 @@ fn bad_sampling_parameters_are_refused() {
     ]);
     assert!(err.contains("top_p"), "{err}");
 }
+
+#[test]
+fn render_with_a_model_shows_its_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = init(dir.path(), 11, &[]);
+    let doc = dir.path().join("doc.txt");
+    std::fs::write(&doc, DOC).unwrap();
+    let page = dir.path().join("page.png");
+    ok([
+        "render",
+        "--model",
+        model.to_str().unwrap(),
+        "--document",
+        doc.to_str().unwrap(),
+        "--output",
+        page.to_str().unwrap(),
+    ]);
+    // The tiny preset's 512 px pages, not the default 1024.
+    assert_eq!(image::image_dimensions(&page).unwrap(), (512, 512));
+}
