@@ -124,19 +124,19 @@ mod tests {
     #[test]
     fn adamw_matches_pytorch_first_steps() {
         // torch.optim.AdamW([p], lr=0.1, weight_decay=0.01) with p = [1, -2], grads [0.5, 0.25] then [-1, 2]:
-        // step 1: p = [0.899, -1.898]; step 2: p = [0.86946, -1.86908] (computed by hand from the update rule).
+        // step 1 (the bias-corrected update is sign(g)): p = [1, -2] * (1 - 0.001) - 0.1 = [0.899, -2.098].
         let var = Var::new(&[1.0f32, -2.0], &Device::Cpu).unwrap();
         let params = vec![("p".to_string(), var.clone())];
         let mut opt = AdamW::new(0.1, (0.9, 0.999), 1e-8, 0.01);
         let grads = |g: [f32; 2]| HashMap::from([("p".to_string(), Tensor::new(&g, &Device::Cpu).unwrap())]);
         opt.step(&params, &grads([0.5, 0.25])).unwrap();
         let p = var.as_tensor().to_vec1::<f32>().unwrap();
-        assert!((p[0] - 0.899).abs() < 1e-6 && (p[1] + 1.898).abs() < 1e-6, "{p:?}");
+        assert!((p[0] - 0.899).abs() < 1e-6 && (p[1] + 2.098).abs() < 1e-6, "{p:?}");
         opt.step(&params, &grads([-1.0, 2.0])).unwrap();
         // m = [0.05*0.9 - 0.1, 0.025*0.9 + 0.2] = [-0.055, 0.2225]; v = [0.00025*0.999 + 0.001, 0.0000625*0.999 + 0.004]
         let (m, v) = ([-0.055f64, 0.2225], [0.00024975 + 0.001, 0.0000624375 + 0.004]);
         let (c1, c2) = (1.0 - 0.81, 1.0 - 0.999f64.powi(2));
-        let want: Vec<f64> = [0.899f64, -1.898]
+        let want: Vec<f64> = [0.899f64, -2.098]
             .iter()
             .enumerate()
             .map(|(i, p)| p * (1.0 - 0.001) - 0.1 * (m[i] / c1) / ((v[i] / c2).sqrt() + 1e-8))
