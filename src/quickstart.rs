@@ -175,7 +175,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     };
     println!("\nNext:");
     println!(
-        "  deepsynth instruct --model {}{adapter} --document \"Name: Ada\\nYear: 1987\" --instruction \"What is the year?\"",
+        "  deepsynth instruct --model {}{adapter} --document \"Name: Ada  Year: 1987\" --instruction \"What is the year?\"",
         trained_model.display()
     );
     println!("  deepsynth eval --model {}{adapter} --dataset {}", trained_model.display(), test_file.display());
