@@ -112,7 +112,11 @@ fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let mut dims = x.dims().to_vec();
     let in_dim = dims.pop().unwrap_or(1);
     let rows = dims.iter().product::<usize>();
-    let y = x.reshape((rows, in_dim))?.matmul(&w.t()?)?;
+    let x = x.reshape((rows, in_dim))?;
+    let y = match super::gemv::matmul_t(&x, w)? {
+        Some(y) => y,
+        None => x.matmul(&w.t()?)?,
+    };
     dims.push(w.dim(0)?);
     y.reshape(dims)
 }

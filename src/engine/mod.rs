@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod decoder;
 pub mod dropout;
+mod gemv;
 pub mod inspect;
 pub mod instruction;
 pub mod linear;

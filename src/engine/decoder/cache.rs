@@ -3,10 +3,21 @@
 
 use candle_core::{Result, Tensor};
 
+/// One layer's keys and values in buffers [batch, kv_heads, capacity, head_dim], the first `len` positions used:
+/// a step writes its position in place instead of copying the whole cache into a new tensor.
+#[derive(Debug, Clone)]
+struct Layer {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+/// Spare positions allocated beyond what is needed when a buffer (re)grows.
+const SPARE: usize = 256;
+
 #[derive(Debug, Clone)]
 pub struct KvCache {
-    /// Per layer: k and v [batch, kv_heads, seen, head_dim].
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<Layer>>,
     /// Per row, its number of leading padding positions; empty when there is none.
     left_pad: Vec<usize>,
 }
@@ -24,7 +35,7 @@ impl KvCache {
     /// Positions already cached (padding included): the index of the next position.
     pub fn seq_len(&self) -> usize {
         match self.layers.first() {
-            Some(Some((k, _))) => k.dim(2).unwrap_or(0),
+            Some(Some(layer)) => layer.len,
             _ => 0,
         }
     }
@@ -33,13 +44,26 @@ impl KvCache {
         &self.left_pad
     }
 
-    /// Appends this step's k, v to layer `i` and returns all of the layer's k, v so far.
+    /// Appends this step's k, v [batch, kv_heads, new, head_dim] to layer `i` and returns all of the layer's k, v
+    /// so far (views of its buffers).
     pub(super) fn append(&mut self, i: usize, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
-        let kv = match self.layers[i].take() {
-            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-            None => (k, v),
-        };
-        self.layers[i] = Some(kv.clone());
-        Ok(kv)
+        let (batch, heads, new, dim) = k.dims4()?;
+        let len = self.layers[i].as_ref().map_or(0, |l| l.len);
+        let capacity = self.layers[i].as_ref().map_or(0, |l| l.k.dim(2).unwrap_or(0));
+        if len + new > capacity {
+            // Grow: a new buffer with room to spare, holding what is cached so far.
+            let size = (batch, heads, (2 * capacity).max(len + new + SPARE), dim);
+            let (nk, nv) = (Tensor::zeros(size, k.dtype(), k.device())?, Tensor::zeros(size, v.dtype(), v.device())?);
+            if let Some(old) = &self.layers[i] {
+                nk.slice_set(&old.k.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+                nv.slice_set(&old.v.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+            }
+            self.layers[i] = Some(Layer { k: nk, v: nv, len });
+        }
+        let layer = self.layers[i].as_mut().expect("allocated above");
+        layer.k.slice_set(&k.contiguous()?, 2, len)?;
+        layer.v.slice_set(&v.contiguous()?, 2, len)?;
+        layer.len = len + new;
+        Ok((layer.k.narrow(2, 0, layer.len)?, layer.v.narrow(2, 0, layer.len)?))
     }
 }
