@@ -170,18 +170,17 @@ fn vision(dir: &Path, io_path: &Path, runs: usize) -> Result<serde_json::Value> 
     let io = candle_core::safetensors::load(io_path, &Device::Cpu)
         .with_context(|| format!("reading {}", io_path.display()))?;
     let tensor = |name: &str| io.get(name).with_context(|| format!("{} has no {name}", io_path.display()));
-    let pixels = tensor("images_ori")?.i(0)?.to_dtype(DType::F32)?;
+    let batch = tensor("images_ori")?.to_dtype(DType::F32)?;
 
     // Warm-up, and proof that this is the reference computation: the grid part of the tokens is projector_out.
-    let tokens = encoder.image_tokens(&pixels)?;
+    let tokens = encoder.visual_tokens(&batch, false)?;
     let want = tensor("projector_out")?.to_dtype(DType::F32)?;
     let (_, positions, n_embed) = want.dims3()?;
     let side = (positions as f64).sqrt() as usize;
     let grid = tokens.narrow(0, 0, side * (side + 1))?.reshape((side, side + 1, n_embed))?.narrow(1, 0, side)?;
     let max_abs_diff = (grid.reshape((1, positions, n_embed))? - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
 
-    // Timed pages: the calls image_tokens makes, one by one, to see where the time goes.
-    let batch = pixels.unsqueeze(0)?;
+    // Timed pages: the calls visual_tokens makes, one by one, to see where the time goes.
     let (mut page_s, mut parts) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let start = Instant::now();
@@ -193,7 +192,7 @@ fn vision(dir: &Path, io_path: &Path, runs: usize) -> Result<serde_json::Value> 
         let timed = encoder.projector.image_tokens(&projected.squeeze(0)?, (side, side))?;
         page_s.push(seconds(start));
         parts = vec![sam_s, clip_s, page_s[page_s.len() - 1] - sam_s - clip_s];
-        ensure!(timed.eq(&tokens)?.min_all()?.to_scalar::<u8>()? == 1, "the timed calls differ from image_tokens");
+        ensure!(timed.eq(&tokens)?.min_all()?.to_scalar::<u8>()? == 1, "the timed calls differ from visual_tokens");
     }
     let (peak, now) = rss_mib()?;
     Ok(json!({

@@ -29,7 +29,7 @@ fn reference_page_gives_the_reference_visual_tokens() {
     let encoder = DeepEncoder::new(&sam, &clip, &projector, vb).unwrap();
 
     let pixels = io["images_ori"].i(0).unwrap();
-    let tokens = encoder.image_tokens(&pixels).unwrap();
+    let tokens = encoder.visual_tokens(&pixels.unsqueeze(0).unwrap(), false).unwrap();
     // 16 rows of 16 positions, each row closed by image_newline, then view_seperator.
     let ids = io["input_ids"].to_vec2::<i64>().unwrap();
     let placeholders = ids[0].iter().filter(|&&id| id == IMAGE_TOKEN).count();

@@ -26,7 +26,7 @@ pub fn inspect(
     let sam_out = vision.sam.forward_t(&pixels, false)?;
     let clip_out = vision.clip.forward_t(&sam_out, false)?;
     let projector_out = vision.projector.forward_t(&visual_features(&clip_out, &sam_out)?, false)?;
-    let visual = model.visual_tokens(&pixels, false)?;
+    let visual = vision.page_tokens(&projector_out, vision.grid(&pixels)?)?;
     let ids = match input_ids {
         Some(ids) => ids,
         None => model.prompt_ids(visual.dim(0)?, instruction)?,

@@ -37,12 +37,26 @@ impl DeepEncoder {
         self.projector.forward_t(&visual_features(&clip_out, &sam_out)?, train)
     }
 
-    /// One page's pixels [3, S, S] -> its visual tokens [h·(w + 1) + 1, n_embed], in the order they replace the
-    /// prompt's `<image>` placeholders (rows with `image_newline`, then `view_seperator`).
-    pub fn image_tokens(&self, pixels: &Tensor) -> Result<Tensor> {
-        let (_, h, w) = pixels.dims3()?;
-        let grid = (h / 64, w / 64);
-        let projected = self.features(&pixels.unsqueeze(0)?, false)?.squeeze(0)?;
-        self.projector.image_tokens(&projected, grid)
+    /// Pages' pixels [P, 3, S, S] -> their visual tokens, one page after another (see
+    /// [`DeepEncoder::page_tokens`]). `train` enables LoRA dropout.
+    pub fn visual_tokens(&self, pixels: &Tensor, train: bool) -> Result<Tensor> {
+        self.page_tokens(&self.features(pixels, train)?, self.grid(pixels)?)
+    }
+
+    /// The visual-token grid of pixels [P, 3, H, W]: SAM's patches, then the two stride-2 convolutions.
+    pub fn grid(&self, pixels: &Tensor) -> Result<(usize, usize)> {
+        let (_, _, h, w) = pixels.dims4()?;
+        let step = self.sam.config().patch_size * 4;
+        Ok((h / step, w / step))
+    }
+
+    /// Projected features [P, h·w, n_embed] -> each page's tokens [h·(w + 1) + 1, n_embed], in the order they
+    /// replace the prompt's `<image>` placeholders (rows with `image_newline`, then `view_seperator`), pages
+    /// concatenated.
+    pub fn page_tokens(&self, projected: &Tensor, grid: (usize, usize)) -> Result<Tensor> {
+        let pages = (0..projected.dim(0)?)
+            .map(|p| self.projector.image_tokens(&projected.get(p)?, grid))
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&pages, 0)
     }
 }
