@@ -20,26 +20,51 @@ pub use render::{layout, render, RenderConfig};
 /// square the model sees in `mode`. One page goes to `output` itself; several go to `<stem>-1.<ext>`,
 /// `<stem>-2.<ext>`, ... beside it. Returns the files written.
 pub fn render_document(document: &Path, output: &Path, config: &RenderConfig, mode: Mode) -> Result<Vec<PathBuf>> {
-    let bytes = std::fs::read(document).with_context(|| format!("cannot read {}", document.display()))?;
-    let pages = if preprocess::is_image(&bytes) {
-        let image = decode_image(&bytes).with_context(|| format!("cannot decode image {}", document.display()))?;
-        vec![pad_square(&image, mode.size())]
-    } else {
-        let text = std::str::from_utf8(&bytes).map_err(|e| {
-            anyhow::anyhow!(
-                "{} is neither UTF-8 text nor a PNG/JPEG image (invalid UTF-8 at byte {})",
-                document.display(),
-                e.valid_up_to()
-            )
-        })?;
-        // A byte-order mark is an encoding signature, not text to draw.
-        render(text.strip_prefix('\u{feff}').unwrap_or(text), config)?
+    let pages = match Document::from_file(document)? {
+        Document::Image(image) => vec![pad_square(&image, mode.size())],
+        Document::Text(text) => render(&text, config)?,
     };
     let paths = page_paths(output, pages.len());
     for (page, path) in pages.iter().zip(&paths) {
         write_png(page, path)?;
     }
     Ok(paths)
+}
+
+/// What a question is about: text (rendered to pages) or a page image.
+#[derive(Debug, Clone)]
+pub enum Document {
+    Text(String),
+    Image(RgbImage),
+}
+
+impl Document {
+    /// A PNG/JPEG file is an image, another file is UTF-8 text; a string that names no file is the text itself.
+    pub fn from_arg(arg: &str) -> anyhow::Result<Self> {
+        let path = Path::new(arg);
+        if path.is_file() {
+            Self::from_file(path)
+        } else {
+            Ok(Self::Text(arg.to_string()))
+        }
+    }
+
+    /// A PNG/JPEG page, or a UTF-8 text file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if preprocess::is_image(&bytes) {
+            let image = decode_image(&bytes).with_context(|| format!("cannot decode image {}", path.display()))?;
+            return Ok(Self::Image(image));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is neither UTF-8 text nor a PNG/JPEG image (invalid UTF-8 at byte {})",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            )
+        })?;
+        Ok(Self::Text(text.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(text)))
+    }
 }
 
 /// `page.png` for one page; `page-1.png`, `page-2.png`, ... for several.
