@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::jsonl;
 use crate::data::Record;
 use crate::engine::dropout;
-use crate::engine::model::{Document, Model, Request};
+use crate::engine::model::{Document, Encoded, Model, Request};
 use crate::engine::preset;
 use crate::engine::sample::SamplingParams;
 use config::TrainConfig;
@@ -153,7 +153,7 @@ impl Trainer {
             return Ok(cached.clone());
         }
         let pixels = self.model.pixels(&Document::Text(text.to_string()))?;
-        let tokens = self.model.visual_tokens(&pixels, train)?;
+        let tokens = self.model.vision.visual_tokens(&pixels, train)?;
         if let Some(cache) = &mut self.visual_cache {
             let tokens = tokens.detach();
             cache.insert(text.to_string(), tokens.clone());
@@ -289,12 +289,14 @@ impl Trainer {
         let (mut em, mut f1) = (0.0, 0.0);
         if take > 0 {
             let params = SamplingParams { max_new_tokens: self.cfg.max_answer_tokens, ..SamplingParams::default() };
-            let docs: Vec<_> = (0..take)
-                .map(|i| {
-                    let text = self.validation[i].record.text.clone();
-                    self.model.encode(&Document::Text(text))
-                })
-                .collect::<anyhow::Result<_>>()?;
+            // The loss pass above encoded these documents already (cached while the vision side is frozen).
+            let per_page = self.model.config.tokens_per_page();
+            let mut docs = Vec::with_capacity(take);
+            for i in 0..take {
+                let text = self.validation[i].record.text.clone();
+                let tokens = self.visual(&text, false)?;
+                docs.push(Encoded { pages: tokens.dim(0)? / per_page, tokens, time: Duration::ZERO });
+            }
             let requests: Vec<Request> = docs
                 .iter()
                 .zip(&self.validation)
