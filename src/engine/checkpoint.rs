@@ -1,10 +1,11 @@
 //! Where a model's files are: a local directory, or a Hugging Face Hub id fetched into the hub cache; and its
 //! weights (`model.safetensors`, or an index naming shards) opened as one `VarBuilder` in the compute dtype.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 /// The files a model directory holds besides its weights.
@@ -128,6 +129,31 @@ pub fn var_builder(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
         .with_context(|| format!("opening the weights of {}", dir.display()))?;
     Ok(vb)
+}
+
+/// Every weight of a model directory, read onto the CPU as stored (for tools that rewrite weights).
+pub fn load_all(dir: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
+    let files = weight_files(dir)?;
+    // SAFETY: see `var_builder`.
+    let weights = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }
+        .with_context(|| format!("opening the weights of {}", dir.display()))?;
+    weights
+        .tensors()
+        .into_iter()
+        .map(|(name, _)| Ok((name.clone(), weights.load(&name, &Device::Cpu)?)))
+        .collect::<candle_core::Result<_>>()
+        .with_context(|| format!("reading the weights of {}", dir.display()))
+}
+
+/// Writes `output` as a model directory: `base`'s config.json and tokenizer.json with `tensors` as its weights.
+pub fn write_model_dir(base: &Path, output: &Path, tensors: &HashMap<String, Tensor>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(output).with_context(|| format!("cannot create {}", output.display()))?;
+    for file in [CONFIG, TOKENIZER] {
+        let path = base.join(file);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        crate::data::io::write_atomic(&output.join(file), &bytes)?;
+    }
+    save_atomic(tensors, &output.join(WEIGHTS))
 }
 
 /// Writes tensors as a safetensors file through a temporary file beside `path` (renamed when complete).

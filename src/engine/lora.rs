@@ -111,57 +111,55 @@ pub fn load_adapter(dir: &Path, linears: Vec<&mut Linear>, device: &Device) -> a
 
 /// Writes the adapters attached to `linears` in PEFT's format (config + weights, each through a temporary file).
 pub fn save_adapter(dir: &Path, cfg: &AdapterConfig, linears: Vec<&Linear>) -> anyhow::Result<usize> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for linear in linears {
         if let Some(lora) = linear.lora() {
-            tensors.insert(format!("{KEY_PREFIX}{}.lora_A.weight", linear.path()), lora.a().to_device(&Device::Cpu)?);
-            tensors.insert(format!("{KEY_PREFIX}{}.lora_B.weight", linear.path()), lora.b().to_device(&Device::Cpu)?);
+            tensors.insert(format!("{}.lora_A.weight", linear.path()), lora.a().clone());
+            tensors.insert(format!("{}.lora_B.weight", linear.path()), lora.b().clone());
         }
     }
-    super::checkpoint::save_atomic(&tensors, &dir.join(ADAPTER_WEIGHTS))?;
-    crate::data::io::write_atomic(&dir.join(ADAPTER_CONFIG), serde_json::to_string_pretty(cfg)?.as_bytes())?;
+    write_adapter(dir, cfg, &tensors)?;
     Ok(tensors.len() / 2)
+}
+
+/// Writes an adapter directory from its tensors named `<module path>.lora_A.weight` / `.lora_B.weight` (stored
+/// under PEFT's `base_model.model.` prefix).
+pub fn write_adapter(dir: &Path, cfg: &AdapterConfig, tensors: &HashMap<String, Tensor>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let stored = tensors
+        .iter()
+        .map(|(name, t)| Ok((format!("{KEY_PREFIX}{name}"), t.to_device(&Device::Cpu)?)))
+        .collect::<candle_core::Result<HashMap<_, _>>>()?;
+    super::checkpoint::save_atomic(&stored, &dir.join(ADAPTER_WEIGHTS))?;
+    crate::data::io::write_atomic(&dir.join(ADAPTER_CONFIG), serde_json::to_string_pretty(cfg)?.as_bytes())
 }
 
 /// `deepsynth merge`: writes `output` as a model directory whose weights are `model_dir`'s with the adapter folded
 /// in (W + scale·B·A, in f32, stored back in each weight's dtype). Returns how many weights changed.
 pub fn merge(model_dir: &Path, adapter_dir: &Path, output: &Path) -> anyhow::Result<usize> {
-    use super::checkpoint::{self, CONFIG, TOKENIZER, WEIGHTS};
     let cfg = AdapterConfig::read(adapter_dir)?;
     let scale = cfg.effective_alpha() / cfg.r as f64;
     let adapter_path = adapter_dir.join(ADAPTER_WEIGHTS);
     let mut adapter = candle_core::safetensors::load(&adapter_path, &Device::Cpu)
         .with_context(|| format!("reading {}", adapter_path.display()))?;
-    let files = checkpoint::weight_files(model_dir)?;
-    // SAFETY: see checkpoint::var_builder.
-    let weights = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }?;
-    let mut tensors = HashMap::new();
+    let mut tensors = super::checkpoint::load_all(model_dir)?;
     let mut merged = 0;
-    for (name, _) in weights.tensors() {
-        let mut tensor = weights.load(&name, &Device::Cpu)?;
-        if let Some(path) = name.strip_suffix(".weight") {
-            let key = |part: &str| format!("{KEY_PREFIX}{path}.{part}.weight");
-            if let (Some(a), Some(b)) = (adapter.remove(&key("lora_A")), adapter.remove(&key("lora_B"))) {
-                let dtype = tensor.dtype();
-                let delta = (b.to_dtype(DType::F32)?.matmul(&a.to_dtype(DType::F32)?)? * scale)?;
-                tensor = (tensor.to_dtype(DType::F32)? + delta)
-                    .with_context(|| format!("{}: {name} does not fit its adapter", adapter_path.display()))?
-                    .to_dtype(dtype)?;
-                merged += 1;
-            }
+    for (name, tensor) in tensors.iter_mut() {
+        let Some(path) = name.strip_suffix(".weight") else { continue };
+        let key = |part: &str| format!("{KEY_PREFIX}{path}.{part}.weight");
+        if let (Some(a), Some(b)) = (adapter.remove(&key("lora_A")), adapter.remove(&key("lora_B"))) {
+            let dtype = tensor.dtype();
+            let delta = (b.to_dtype(DType::F32)?.matmul(&a.to_dtype(DType::F32)?)? * scale)?;
+            *tensor = (tensor.to_dtype(DType::F32)? + delta)
+                .with_context(|| format!("{}: {name} does not fit its adapter", adapter_path.display()))?
+                .to_dtype(dtype)?;
+            merged += 1;
         }
-        tensors.insert(name, tensor);
     }
     if let Some(stray) = adapter.keys().min() {
         bail!("{}: {stray} matches no weight of {}", adapter_path.display(), model_dir.display());
     }
-    std::fs::create_dir_all(output).with_context(|| format!("cannot create {}", output.display()))?;
-    for file in [CONFIG, TOKENIZER] {
-        let bytes = std::fs::read(model_dir.join(file)).with_context(|| format!("reading {file}"))?;
-        crate::data::io::write_atomic(&output.join(file), &bytes)?;
-    }
-    checkpoint::save_atomic(&tensors, &output.join(WEIGHTS))?;
+    super::checkpoint::write_model_dir(model_dir, output, &tensors)?;
     Ok(merged)
 }
 

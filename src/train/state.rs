@@ -9,13 +9,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::optim::Params;
 use super::{LogEntry, Trainer};
-use crate::engine::checkpoint::{self, CONFIG, TOKENIZER, WEIGHTS};
+use crate::engine::checkpoint::{self, WEIGHTS};
 use crate::engine::lora::{self, AdapterConfig, ADAPTER_WEIGHTS};
 
 pub const OPTIMIZER: &str = "optimizer.safetensors";
@@ -161,31 +160,16 @@ fn save_weights(trainer: &Trainer, dir: &Path) -> anyhow::Result<()> {
             "base_model_name_or_path": trainer.cfg.model, "task_type": "CAUSAL_LM", "bias": "none",
             "fan_in_fan_out": false, "inference_mode": true, "init_lora_weights": true, "modules_to_save": null,
         }))?;
-        let tensors: HashMap<String, Tensor> = lora_params
-            .iter()
-            .map(|(n, v)| Ok((format!("{}{n}", lora::KEY_PREFIX), v.as_tensor().to_device(&Device::Cpu)?)))
-            .collect::<candle_core::Result<_>>()?;
-        checkpoint::save_atomic(&tensors, &dir.join(ADAPTER_WEIGHTS))?;
-        crate::data::io::write_atomic(&dir.join(lora::ADAPTER_CONFIG), serde_json::to_string_pretty(&cfg)?.as_bytes())?;
+        let tensors: HashMap<String, Tensor> =
+            lora_params.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
+        lora::write_adapter(dir, &cfg, &tensors)?;
     }
     if !full.is_empty() {
-        let base = &trainer.model.dir;
-        let files = checkpoint::weight_files(base)?;
-        // SAFETY: see engine::checkpoint::var_builder.
-        let weights = unsafe { MmapedSafetensors::multi(&files) }?;
-        let trained: HashMap<&str, &candle_core::Var> = full.iter().map(|(n, v)| (n.as_str(), v)).collect();
-        let mut tensors = HashMap::new();
-        for (name, _) in weights.tensors() {
-            let tensor = match trained.get(name.as_str()) {
-                Some(var) => var.as_tensor().to_device(&Device::Cpu)?,
-                None => weights.load(&name, &Device::Cpu)?,
-            };
-            tensors.insert(name, tensor);
+        let mut tensors = checkpoint::load_all(&trainer.model.dir)?;
+        for (name, var) in full {
+            tensors.insert(name.clone(), var.as_tensor().to_device(&Device::Cpu)?);
         }
-        checkpoint::save_atomic(&tensors, &dir.join(WEIGHTS))?;
-        for file in [CONFIG, TOKENIZER] {
-            std::fs::copy(base.join(file), dir.join(file)).with_context(|| format!("copying {file}"))?;
-        }
+        checkpoint::write_model_dir(&trainer.model.dir, dir, &tensors)?;
     }
     Ok(())
 }
