@@ -63,6 +63,21 @@ fn default_rope_theta() -> f64 {
     10000.0
 }
 
+/// The attention shape every RoPE transformer here needs (the decoder, the Qwen2 instruction encoder): the width
+/// splits into query heads of even size, and the query heads into groups per key/value head.
+pub(crate) fn check_heads(hidden: usize, heads: usize, kv_heads: usize) -> anyhow::Result<()> {
+    ensure!(heads > 0 && kv_heads > 0, "head counts must be positive");
+    ensure!(
+        hidden.is_multiple_of(heads) && (hidden / heads).is_multiple_of(2),
+        "hidden_size {hidden} must split into num_attention_heads {heads} heads of even size (for RoPE)"
+    );
+    ensure!(
+        heads.is_multiple_of(kv_heads),
+        "num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
+    );
+    Ok(())
+}
+
 impl DecoderConfig {
     /// Reads a model's `config.json`: DeepSeek-OCR's (the decoder under `language_config`) or a bare decoder config.
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
@@ -86,19 +101,7 @@ impl DecoderConfig {
             bail!("use_mla must be false: multi-head latent attention (kv_lora_rank, q_lora_rank) is not supported");
         }
         ensure!(self.topk_method == "greedy", "topk_method {:?} is not supported (only \"greedy\")", self.topk_method);
-        ensure!(self.num_attention_heads > 0 && self.num_key_value_heads > 0, "head counts must be positive");
-        ensure!(
-            self.hidden_size.is_multiple_of(self.num_attention_heads) && self.head_dim().is_multiple_of(2),
-            "hidden_size {} must split into num_attention_heads {} heads of even size",
-            self.hidden_size,
-            self.num_attention_heads
-        );
-        ensure!(
-            self.num_attention_heads.is_multiple_of(self.num_key_value_heads),
-            "num_attention_heads {} is not a multiple of num_key_value_heads {}",
-            self.num_attention_heads,
-            self.num_key_value_heads
-        );
+        check_heads(self.hidden_size, self.num_attention_heads, self.num_key_value_heads)?;
         ensure!(self.moe_layer_freq > 0, "moe_layer_freq must be positive");
         if (0..self.num_hidden_layers).any(|i| self.is_moe_layer(i)) {
             ensure!(

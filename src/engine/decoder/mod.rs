@@ -14,6 +14,7 @@ use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{init, Embedding, VarBuilder};
 
 pub use cache::KvCache;
+pub(crate) use config::check_heads;
 pub use config::DecoderConfig;
 pub use generate::{Generation, Prompt};
 

@@ -167,21 +167,7 @@ impl EncoderConfig {
 impl Qwen2Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         ensure!(self.hidden_act == "silu", "qwen2 hidden_act {:?} is not supported (only \"silu\")", self.hidden_act);
-        ensure!(self.num_attention_heads > 0 && self.num_key_value_heads > 0, "head counts must be positive");
-        ensure!(
-            self.hidden_size.is_multiple_of(self.num_attention_heads)
-                && (self.hidden_size / self.num_attention_heads).is_multiple_of(2),
-            "hidden_size {} must split into num_attention_heads {} heads of even size (for RoPE)",
-            self.hidden_size,
-            self.num_attention_heads
-        );
-        ensure!(
-            self.num_attention_heads.is_multiple_of(self.num_key_value_heads),
-            "num_attention_heads {} is not a multiple of num_key_value_heads {}",
-            self.num_attention_heads,
-            self.num_key_value_heads
-        );
-        Ok(())
+        crate::engine::decoder::check_heads(self.hidden_size, self.num_attention_heads, self.num_key_value_heads)
     }
 }
 
