@@ -18,46 +18,9 @@ use super::linear::Linear;
 use super::lora;
 use super::sample::{Sampler, SamplingParams};
 use super::tokenizer::Tokenizer;
-use super::vision::clip::visual_features;
 use super::vision::DeepEncoder;
 use crate::page;
-
-/// What a question is about: text (rendered to pages) or a page image.
-#[derive(Debug, Clone)]
-pub enum Document {
-    Text(String),
-    Image(RgbImage),
-}
-
-impl Document {
-    /// A PNG/JPEG file is an image, another file is UTF-8 text; a string that names no file is the text itself.
-    pub fn from_arg(arg: &str) -> anyhow::Result<Self> {
-        let path = Path::new(arg);
-        if path.is_file() {
-            Self::from_file(path)
-        } else {
-            Ok(Self::Text(arg.to_string()))
-        }
-    }
-
-    /// A PNG/JPEG page, or a UTF-8 text file.
-    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        if page::preprocess::is_image(&bytes) {
-            let image =
-                page::decode_image(&bytes).with_context(|| format!("cannot decode image {}", path.display()))?;
-            return Ok(Self::Image(image));
-        }
-        let text = String::from_utf8(bytes).map_err(|e| {
-            anyhow::anyhow!(
-                "{} is neither UTF-8 text nor a PNG/JPEG image (invalid UTF-8 at byte {})",
-                path.display(),
-                e.utf8_error().valid_up_to()
-            )
-        })?;
-        Ok(Self::Text(text.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(text)))
-    }
-}
+pub use crate::page::Document;
 
 /// A document's visual tokens [pages · tokens_per_page, hidden], ready to fill a prompt's `<image>` positions.
 #[derive(Debug, Clone)]
@@ -180,25 +143,12 @@ impl Model {
         Ok(Tensor::stack(&tensors, 0)?)
     }
 
-    /// Pixels [pages, 3, S, S] -> the pages' visual tokens, one page after another.
-    pub fn visual_tokens(&self, pixels: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let (pages, _, h, w) = pixels.dims4()?;
-        let grid = (h / (self.config.sam.patch_size * 4), w / (self.config.sam.patch_size * 4));
-        let sam_out = self.vision.sam.forward_t(pixels, train)?;
-        let clip_out = self.vision.clip.forward_t(&sam_out, train)?;
-        let projected = self.vision.projector.forward_t(&visual_features(&clip_out, &sam_out)?, train)?;
-        let per_page = (0..pages)
-            .map(|p| self.vision.projector.image_tokens(&projected.get(p)?, grid))
-            .collect::<Result<Vec<_>, _>>()?;
-        Tensor::cat(&per_page, 0)
-    }
-
     /// Renders (if text), preprocesses and encodes a document.
     pub fn encode(&self, document: &Document) -> anyhow::Result<Encoded> {
         let start = Instant::now();
         let pixels = self.pixels(document)?;
         let pages = pixels.dim(0)?;
-        let tokens = self.visual_tokens(&pixels, false)?;
+        let tokens = self.vision.visual_tokens(&pixels, false)?;
         Ok(Encoded { tokens, pages, time: start.elapsed() })
     }
 
