@@ -54,7 +54,7 @@ pub enum Command {
     /// Score predictions against references (SQuAD EM/F1, ROUGE-L, BLEU, CER).
     Eval(EvalArgs),
     /// Serve the model over HTTP (JSON API, OpenAI-compatible chat, web page).
-    Serve(NotBuiltArgs),
+    Serve(ServeArgs),
     /// Write a model's intermediate tensors for one page (debugging, parity checks).
     Inspect(InspectArgs),
     /// Merge a LoRA adapter into its base model's weights.
@@ -63,11 +63,73 @@ pub enum Command {
     Quickstart(QuickstartArgs),
 }
 
-/// Arguments of a subcommand that is not built yet: accepted, so that `--help` works, then refused.
 #[derive(Debug, Args)]
-pub struct NotBuiltArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+#[command(
+    after_help = "Routes: / (web page), /health, /ready, /api/inference/instruct, /api/render, /api/cache/stats, \
+                  /api/cache/clear, /v1/models, /v1/chat/completions (OpenAI-compatible, stream: true for SSE), \
+                  /metrics (Prometheus), /openapi.json. Prints `deepsynth serve: listening on http://ADDR` once \
+                  bound; /ready turns 200 when the model is loaded. SIGINT/SIGTERM: requests in progress finish \
+                  within --shutdown-grace-secs."
+)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A LoRA adapter served under NAME (`adapter` in the JSON API, `model` in chat); repeatable.
+    #[arg(long, value_name = "NAME=DIR", value_parser = parse_named_adapter)]
+    pub adapter: Vec<(String, PathBuf)>,
+    /// The base model's name in /v1/models and chat's `model` (default: the model directory's name).
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// Address to bind (loopback by default; 0.0.0.0 to serve other machines).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Port (0 picks a free one).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Require this API key (`Authorization: Bearer KEY`) on every route but /, /health and /ready. Also read
+    /// from the DEEPSYNTH_API_KEY environment variable.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// The most requests decoded together in one batch.
+    #[arg(long, default_value_t = 16)]
+    pub max_batch: usize,
+    /// How long the first request of a batch waits for others to join, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub batch_wait_ms: u64,
+    /// Requests that may wait beyond a full batch; more get 429 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    pub max_queue: usize,
+    /// Pages run through the vision encoder in one pass.
+    #[arg(long, default_value_t = 8)]
+    pub vision_batch: usize,
+    /// Memory for cached visual tokens, in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub cache_mb: usize,
+    /// The largest request body, in MiB (413 beyond).
+    #[arg(long, default_value_t = 16)]
+    pub max_body_mb: usize,
+    /// The most tokens a request may ask for (422 beyond).
+    #[arg(long, default_value_t = 1024)]
+    pub max_tokens: usize,
+    /// Tokens generated when a request does not say.
+    #[arg(long, default_value_t = 128)]
+    pub default_tokens: usize,
+    /// The most pages a document may render to (422 beyond).
+    #[arg(long, default_value_t = 8)]
+    pub max_pages: usize,
+    /// Seconds a request may take, queueing included (504 beyond; its generation is stopped).
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+    /// Seconds that requests in progress get to finish after SIGINT/SIGTERM before they are cut short.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+}
+
+fn parse_named_adapter(arg: &str) -> std::result::Result<(String, PathBuf), String> {
+    match arg.split_once('=') {
+        Some((name, dir)) if !name.is_empty() && !dir.is_empty() => Ok((name.to_string(), PathBuf::from(dir))),
+        _ => Err(format!("expected NAME=DIR, got {arg:?}")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -461,10 +523,6 @@ pub struct ValidateArgs {
     pub max_answer_chars: usize,
 }
 
-fn not_built(what: &str) -> Result<()> {
-    anyhow::bail!("`deepsynth {what}` is not built yet; see README.md for what works today")
-}
-
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Convert(args) => run_convert(args),
@@ -479,7 +537,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => run_train(args),
         Command::Instruct(args) => run_instruct(args),
         Command::Eval(args) => run_eval(args),
-        Command::Serve(_) => not_built("serve"),
+        Command::Serve(args) => run_serve(args),
         Command::Inspect(args) => run_inspect(args),
         Command::Merge(args) => run_merge(args),
         Command::Quickstart(args) => quickstart::run(&quickstart::Options {
@@ -684,4 +742,29 @@ fn run_validate(args: ValidateArgs) -> Result<()> {
     println!("{report}");
     anyhow::ensure!(report.is_clean(), "{} is not valid: {} problems", args.file.display(), report.problem_total());
     Ok(())
+}
+
+fn run_serve(args: ServeArgs) -> Result<()> {
+    let api_key = args.api_key.or_else(|| std::env::var(crate::serve::API_KEY_ENV).ok()).filter(|k| !k.is_empty());
+    const MIB: usize = 1 << 20;
+    crate::serve::run(crate::serve::Options {
+        model: args.model.model,
+        adapters: args.adapter,
+        model_name: args.model_name,
+        device: args.model.device,
+        host: args.host,
+        port: args.port,
+        api_key,
+        max_batch: args.max_batch,
+        batch_wait: std::time::Duration::from_millis(args.batch_wait_ms),
+        max_queue: args.max_queue,
+        vision_batch: args.vision_batch,
+        cache_bytes: args.cache_mb * MIB,
+        max_body_bytes: args.max_body_mb * MIB,
+        max_tokens: args.max_tokens,
+        default_tokens: args.default_tokens,
+        max_pages: args.max_pages,
+        timeout: std::time::Duration::from_secs(args.timeout_secs),
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
+    })
 }

@@ -11,4 +11,5 @@ pub mod eval;
 pub mod instruct;
 pub mod page;
 pub mod quickstart;
+pub mod serve;
 pub mod train;

@@ -11,7 +11,7 @@ use super::decoder::DecoderConfig;
 use super::instruction::{InstructionConfig, InstructionMode};
 use super::vision::clip::{ClipConfig, ProjectorConfig};
 use super::vision::sam::SamConfig;
-use crate::page::{Mode, RenderConfig};
+use crate::page::{self, Document, Mode, RenderConfig};
 
 /// The key under which deepsynth keeps its own settings in `config.json`.
 pub const DEEPSYNTH_KEY: &str = "deepsynth";
@@ -109,6 +109,18 @@ impl ModelConfig {
     /// The side of a page's visual-token grid: SAM's patches, then two stride-2 convolutions (S/64 for 16 px).
     pub fn grid(&self) -> usize {
         self.deepsynth.mode.size() as usize / (self.sam.patch_size * 4)
+    }
+
+    /// A document's pages as the model sees them (rendered text, or the image), padded to the mode's square,
+    /// before normalisation.
+    pub fn pages(&self, document: &Document) -> anyhow::Result<Vec<image::RgbImage>> {
+        let size = self.deepsynth.mode.size();
+        Ok(match document {
+            Document::Text(text) => {
+                page::render(text, &self.deepsynth.render)?.iter().map(|p| page::pad_square(p, size)).collect()
+            }
+            Document::Image(image) => vec![page::pad_square(image, size)],
+        })
     }
 
     /// How many positions one page takes in the prompt: the grid, one `image_newline` per row, and the

@@ -57,6 +57,7 @@ pub struct Timings {
     pub decode_s: f64,
 }
 
+#[derive(Clone)]
 pub struct Model {
     pub config: ModelConfig,
     pub vision: DeepEncoder,
@@ -123,16 +124,9 @@ impl Model {
             .with_context(|| format!("loading the adapter in {}", dir.display()))
     }
 
-    /// The document's pages as the model sees them (rendered text, or the padded image), before normalisation.
+    /// The document's pages as the model sees them (see [`ModelConfig::pages`]).
     pub fn pages(&self, document: &Document) -> anyhow::Result<Vec<RgbImage>> {
-        let mode = self.config.deepsynth.mode;
-        Ok(match document {
-            Document::Text(text) => page::render(text, &self.config.deepsynth.render)?
-                .iter()
-                .map(|p| page::pad_square(p, mode.size()))
-                .collect(),
-            Document::Image(image) => vec![page::pad_square(image, mode.size())],
-        })
+        self.config.pages(document)
     }
 
     /// Pixels [pages, 3, S, S] for the document's pages.
@@ -210,6 +204,16 @@ impl Model {
 
     /// Answers several requests in one batch (prompts left-padded to the longest).
     pub fn answer(&self, requests: &[Request]) -> anyhow::Result<Vec<Answer>> {
+        self.answer_streaming(requests, |_, _| true)
+    }
+
+    /// [`Model::answer`], showing each token id to `on_token(request, id)` as it is chosen; a request stops early
+    /// when it returns false (its answer then holds what came before, `finished` false).
+    pub fn answer_streaming(
+        &self,
+        requests: &[Request],
+        on_token: impl FnMut(usize, u32) -> bool,
+    ) -> anyhow::Result<Vec<Answer>> {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
@@ -224,7 +228,7 @@ impl Model {
             samplers.push(Sampler::new(request.params.clone(), text_ids));
         }
         let prompt = Prompt::left_padded(&rows.iter().map(|(e, _, _)| e.clone()).collect::<Vec<_>>())?;
-        let generation = self.decoder.generate(&prompt, &mut samplers, Some(self.tokenizer.eos), |_, _| ())?;
+        let generation = self.decoder.generate(&prompt, &mut samplers, Some(self.tokenizer.eos), on_token)?;
         let mut answers = Vec::with_capacity(requests.len());
         for ((request, (_, prompt_tokens, vision_tokens)), tokens) in requests.iter().zip(rows).zip(generation.tokens) {
             let finished = tokens.last() == Some(&self.tokenizer.eos);

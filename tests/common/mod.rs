@@ -125,3 +125,56 @@ pub fn reference_io() -> std::collections::HashMap<String, Tensor> {
 pub fn model_config(dir: &Path) -> serde_json::Value {
     deepsynth::engine::read_model_config(&dir.join("config.json")).unwrap()
 }
+
+/// A `deepsynth serve` process on an ephemeral loopback port, killed when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+}
+
+impl Server {
+    /// Starts `deepsynth serve --port 0 ARGS...`, reads the address it prints, and waits until `/ready` is 200.
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Server {
+        Self::start_command(Command::new(env!("CARGO_BIN_EXE_deepsynth")), args)
+    }
+
+    /// [`Server::start`] from a prepared command (environment variables set, say).
+    pub fn start_command<S: AsRef<std::ffi::OsStr>>(mut command: Command, args: &[S]) -> Server {
+        use std::io::BufRead;
+        let mut child = command
+            .args(["serve", "--port", "0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start deepsynth serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let line = lines.next().expect("serve printed nothing").expect("read serve's stdout");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        // Keep draining stdout so that the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let server = Server { child, url };
+        for _ in 0..600 {
+            if let Ok(r) = ureq::get(&format!("{}/ready", server.url)).call() {
+                if r.status() == 200 {
+                    return server;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the server never became ready");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

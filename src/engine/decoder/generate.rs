@@ -53,40 +53,43 @@ pub struct Generation {
 impl Decoder {
     /// Continues each row of `prompt`, row `i`'s tokens chosen by `samplers[i]`, until each row has produced `eos`
     /// (kept in its output) or its sampler's `max_new_tokens`; rows that are done wait while the others go on.
-    /// `on_token(row, token)` sees each token as it is chosen (for streaming).
+    /// `on_token(row, token)` sees each token as it is chosen (for streaming) and returns whether that row goes on
+    /// (false: the row stops here, e.g. its client went away).
     pub fn generate(
         &self,
         prompt: &Prompt,
         samplers: &mut [Sampler],
         eos: Option<u32>,
-        mut on_token: impl FnMut(usize, u32),
+        mut on_token: impl FnMut(usize, u32) -> bool,
     ) -> Result<Generation> {
         let batch = prompt.embeds.dim(0)?;
         if samplers.len() != batch {
             candle_core::bail!("{} samplers for a batch of {batch} rows", samplers.len());
         }
         let mut tokens = vec![Vec::new(); batch];
-        let done =
-            |row: &Vec<u32>, sampler: &Sampler| sampler.exhausted() || (eos.is_some() && row.last().copied() == eos);
+        let mut stopped = vec![false; batch];
+        let done = |row: &Vec<u32>, sampler: &Sampler, stopped: bool| {
+            stopped || sampler.exhausted() || (eos.is_some() && row.last().copied() == eos)
+        };
         let mut cache = KvCache::with_left_padding(self.layers.len(), prompt.left_pad.clone());
         let mut input = prompt.embeds.clone();
         let start = Instant::now();
         let mut prefill = None;
-        while !tokens.iter().zip(samplers.iter()).all(|(row, s)| done(row, s)) {
+        while !(0..batch).all(|i| done(&tokens[i], &samplers[i], stopped[i])) {
             // Only the last position's logits choose the next token (the prompt pass skips the rest of lm_head).
             let hidden = self.hidden_states(&input, Some(&mut cache), false)?;
             let hidden = hidden.narrow(1, hidden.dim(1)? - 1, 1)?.squeeze(1)?;
             let last = self.logits(&hidden)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
             let mut next = Vec::with_capacity(batch);
             for (i, ((row, sampler), logits)) in tokens.iter_mut().zip(samplers.iter_mut()).zip(&last).enumerate() {
-                if done(row, sampler) {
+                if done(row, sampler, stopped[i]) {
                     // A finished row still takes a position; its output is ignored.
                     next.push(eos.unwrap_or(0));
                     continue;
                 }
                 let token = sampler.next(logits);
                 row.push(token);
-                on_token(i, token);
+                stopped[i] = !on_token(i, token);
                 next.push(token);
             }
             prefill.get_or_insert_with(|| start.elapsed());
@@ -100,6 +103,6 @@ impl Decoder {
     pub fn generate_greedy(&self, prompt: &Prompt, max_new_tokens: usize, eos: Option<u32>) -> Result<Vec<Vec<u32>>> {
         let batch = prompt.embeds.dim(0)?;
         let mut samplers = vec![Sampler::greedy(max_new_tokens); batch];
-        Ok(self.generate(prompt, &mut samplers, eos, |_, _| ())?.tokens)
+        Ok(self.generate(prompt, &mut samplers, eos, |_, _| true)?.tokens)
     }
 }

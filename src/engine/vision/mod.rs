@@ -12,6 +12,7 @@ use sam::{Sam, SamConfig};
 
 /// DeepSeek-OCR's vision path for one view: pixels -> SAM features (compressed 16x) -> CLIP over those features
 /// -> concat -> projector -> the view's visual tokens.
+#[derive(Debug, Clone)]
 pub struct DeepEncoder {
     pub sam: Sam,
     pub clip: Clip,

@@ -1,0 +1,171 @@
+//! `deepsynth serve`: the model behind an HTTP API (axum on tokio). The model runs on its own thread
+//! ([`engine`]), which batches concurrent requests; the async side parses, admits, streams and measures.
+
+mod api;
+mod cache;
+mod engine;
+mod error;
+mod metrics;
+mod routes;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use sha2::Digest;
+
+use crate::engine::checkpoint;
+use crate::engine::config::ModelConfig;
+
+/// The environment variable that can hold the API key (so that it stays out of process listings).
+pub const API_KEY_ENV: &str = "DEEPSYNTH_API_KEY";
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A model directory or a Hub id.
+    pub model: String,
+    /// `NAME=DIR` adapters, each served as its own model name.
+    pub adapters: Vec<(String, PathBuf)>,
+    /// The base model's name in `/v1/models` (default: the model directory's name).
+    pub model_name: Option<String>,
+    pub device: String,
+    pub host: IpAddr,
+    /// 0 picks a free port (the address is printed).
+    pub port: u16,
+    pub api_key: Option<String>,
+    pub max_batch: usize,
+    pub batch_wait: Duration,
+    pub max_queue: usize,
+    pub vision_batch: usize,
+    pub cache_bytes: usize,
+    pub max_body_bytes: usize,
+    pub max_tokens: usize,
+    pub default_tokens: usize,
+    pub max_pages: usize,
+    pub timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// Runs the server until SIGINT or SIGTERM. Prints `deepsynth serve: listening on http://ADDR` on stdout once
+/// bound (the model may still be loading: `/ready` says when it is done).
+pub fn run(options: Options) -> anyhow::Result<()> {
+    anyhow::ensure!(options.max_batch >= 1, "--max-batch must be at least 1");
+    anyhow::ensure!(options.max_tokens >= 1, "--max-tokens must be at least 1");
+    let dir = checkpoint::resolve(&options.model)?;
+    let config = ModelConfig::from_file(&dir.join(checkpoint::CONFIG))?;
+    let mut names = vec![options.model_name.clone().unwrap_or_else(|| {
+        dir.file_name().map_or_else(|| options.model.clone(), |n| n.to_string_lossy().into_owned())
+    })];
+    for (name, path) in &options.adapters {
+        anyhow::ensure!(!names.contains(name), "--adapter {name}: the name is taken");
+        anyhow::ensure!(path.is_dir(), "--adapter {name}={}: not a directory", path.display());
+        names.push(name.clone());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(options, dir, config, names))
+}
+
+async fn serve(options: Options, dir: PathBuf, config: ModelConfig, names: Vec<String>) -> anyhow::Result<()> {
+    let address = SocketAddr::new(options.host, options.port);
+    let listener =
+        tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
+    let bound = listener.local_addr()?;
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "deepsynth serve: listening on http://{bound}")?;
+        stdout.flush()?;
+    }
+    let shared = Arc::new(engine::Shared {
+        cache: Mutex::new(cache::Cache::new(options.cache_bytes)),
+        metrics: Arc::default(),
+        ready: AtomicBool::new(false),
+        stop_all: AtomicBool::new(false),
+    });
+    let settings = engine::EngineSettings {
+        max_batch: options.max_batch,
+        batch_wait: options.batch_wait,
+        vision_batch: options.vision_batch,
+        max_pages: options.max_pages,
+    };
+    let jobs = engine::start(dir, options.adapters.clone(), options.device.clone(), settings, shared.clone())?;
+    let state = Arc::new(routes::AppState {
+        shared: shared.clone(),
+        jobs: Mutex::new(Some(jobs)),
+        variants: api::Variants { names },
+        limits: api::Limits {
+            max_tokens: options.max_tokens,
+            default_tokens: options.default_tokens.min(options.max_tokens),
+        },
+        config,
+        max_pages: options.max_pages,
+        api_key: options.api_key.as_deref().map(|k| sha2::Sha256::digest(k.trim().as_bytes()).into()),
+        admitted: AtomicU64::new(0),
+        capacity: (options.max_batch + options.max_queue) as u64,
+        timeout: options.timeout,
+        shutting_down: AtomicBool::new(false),
+        started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    });
+    let app = routes::router(state.clone(), options.max_body_bytes);
+    let (signalled_tx, signalled) = tokio::sync::watch::channel(false);
+    let shutdown = {
+        let state = state.clone();
+        async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: finishing requests in progress");
+            state.shutting_down.store(true, Ordering::SeqCst);
+            let _ = signalled_tx.send(true);
+        }
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    // After the grace period, stop every generation (their requests end with what they have), then give the
+    // connections a moment to send that before returning anyway.
+    let deadline = {
+        let mut signalled = signalled.clone();
+        let grace = options.shutdown_grace;
+        let shared = shared.clone();
+        async move {
+            let _ = signalled.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+            tracing::warn!("grace period over: cancelling what is still generating");
+            shared.stop_all.store(true, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    };
+    tokio::select! {
+        result = server => result.context("the server failed")?,
+        _ = deadline => {}
+    }
+    // Closing the queue ends the engine thread.
+    state.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+    eprintln!("deepsynth serve: stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
