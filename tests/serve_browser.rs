@@ -55,10 +55,9 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        let profile = tempfile::tempdir().unwrap();
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
-        let mut browser =
-            Browser { driver, agent, base: format!("http://127.0.0.1:{port}"), session: None, profile: profile };
+        let base = format!("http://127.0.0.1:{port}");
+        let mut browser = Browser { driver, agent, base, session: None, profile: tempfile::tempdir().unwrap() };
         browser.wait_until_driver_ready();
 
         // Without the background-networking flags Chromium keeps calling Google's services over a closed network.
@@ -235,7 +234,8 @@ fn the_page_streams_the_same_answer_as_the_api_with_timings_and_pages() {
     assert!(!browser.text("timings").trim().is_empty(), "no timings shown");
     assert_eq!(browser.text("error"), "");
 
-    let widths = browser.script("return [...document.querySelectorAll('#pages img')].map(i => i.naturalWidth)", json!([]));
+    let widths =
+        browser.script("return [...document.querySelectorAll('#pages img')].map(i => i.naturalWidth)", json!([]));
     let widths: Vec<u64> = widths.as_array().unwrap().iter().map(|w| w.as_u64().unwrap()).collect();
     assert!(!widths.is_empty() && widths.iter().all(|&w| w > 0), "rendered pages' widths: {widths:?}");
 
