@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHMARKS = ["convert", "engine", "train"]
+BENCHMARKS = ["convert", "engine", "train", "serve"]
 
 
 def main():
