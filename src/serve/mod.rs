@@ -106,14 +106,16 @@ async fn serve(options: Options, dir: PathBuf, config: ModelConfig, names: Vec<S
         },
         config,
         max_pages: options.max_pages,
+        max_body: options.max_body_bytes,
         api_key: options.api_key.as_deref().map(|k| sha2::Sha256::digest(k.trim().as_bytes()).into()),
         admitted: AtomicU64::new(0),
         capacity: (options.max_batch + options.max_queue) as u64,
         timeout: options.timeout,
         shutting_down: AtomicBool::new(false),
+        openapi: routes::openapi(options.api_key.is_some(), options.max_tokens),
         started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     });
-    let app = routes::router(state.clone(), options.max_body_bytes);
+    let app = routes::router(state.clone());
     let (signalled_tx, signalled) = tokio::sync::watch::channel(false);
     let shutdown = {
         let state = state.clone();

@@ -30,6 +30,22 @@ use crate::engine::config::ModelConfig;
 const PAGE: &str = include_str!("page/index.html");
 const OPENAPI: &str = include_str!("openapi.json");
 
+/// The OpenAPI document as this server runs: its token limit, and no security requirement without an API key.
+pub fn openapi(api_key: bool, max_tokens: usize) -> String {
+    let mut spec: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is valid JSON");
+    let schemas = &mut spec["components"]["schemas"];
+    schemas["InstructRequest"]["properties"]["max_length"]["maximum"] = json!(max_tokens);
+    for field in ["max_tokens", "max_completion_tokens"] {
+        schemas["ChatRequest"]["properties"][field]["maximum"] = json!(max_tokens);
+    }
+    if !api_key {
+        if let Some(spec) = spec.as_object_mut() {
+            spec.remove("security");
+        }
+    }
+    spec.to_string()
+}
+
 /// Everything the handlers share.
 pub struct AppState {
     pub shared: Arc<Shared>,
@@ -38,6 +54,7 @@ pub struct AppState {
     pub limits: Limits,
     pub config: ModelConfig,
     pub max_pages: usize,
+    pub max_body: usize,
     /// SHA-256 of the API key, when one is required.
     pub api_key: Option<[u8; 32]>,
     /// Admitted requests not answered yet, and how many may be (batch + queue): beyond, 429.
@@ -46,11 +63,14 @@ pub struct AppState {
     pub timeout: Duration,
     pub shutting_down: AtomicBool,
     pub started: u64,
+    /// The OpenAPI document served (see [`openapi`]).
+    pub openapi: String,
 }
 
 type AppRef = Arc<AppState>;
 
-pub fn router(state: AppRef, max_body: usize) -> Router {
+pub fn router(state: AppRef) -> Router {
+    let max_body = state.max_body;
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
@@ -62,12 +82,18 @@ pub fn router(state: AppRef, max_body: usize) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .route(
+            "/openapi.json",
+            get(|State(state): State<AppRef>| async move {
+                ([(header::CONTENT_TYPE, "application/json")], state.openapi.clone())
+            }),
+        )
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method not allowed on this route")
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), announced_length))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
@@ -81,6 +107,26 @@ async fn observe(State(state): State<AppRef>, request: Request, next: Next) -> R
     let response = next.run(request).await;
     state.shared.metrics.observe_request(&route, &method, response.status().as_u16(), start.elapsed().as_secs_f64());
     response
+}
+
+/// A body announced larger than the limit is refused before it is read (otherwise the server would wait for
+/// bytes it will not take), and the connection closed.
+async fn announced_length(State(state): State<AppRef>, request: Request, next: Next) -> Response {
+    let announced =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    match announced {
+        Some(length) if length > state.max_body as u64 => {
+            let mut response = ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                format!("the body is {length} bytes; this server takes at most {} (--max-body-mb)", state.max_body),
+            )
+            .into_response();
+            response.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+            response
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// Routes that need no API key: liveness and readiness probes, and the page (static; its calls carry the key).
