@@ -37,9 +37,12 @@ from convert import cpu_name  # noqa: E402
 from train import default_python  # noqa: E402
 
 
+DEVICE = "cpu"
+
+
 class Server:
     def __init__(self, binary, model, *args):
-        self.proc = subprocess.Popen([binary, "serve", "--model", model, "--port", "0", *args],
+        self.proc = subprocess.Popen([binary, "serve", "--model", model, "--port", "0", "--device", DEVICE, *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline()
         match = re.search(r"http://([\d.]+):(\d+)", line)
@@ -144,16 +147,23 @@ def main():
     ap.add_argument("--runs", type=int, default=1, help="accepted for bench/all.py; one load run per setting")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--python", default=None)
+    ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "deepsynth"),
+                    help="the deepsynth to serve with (e.g. a CUDA build on a GPU machine)")
+    ap.add_argument("--device", default="cpu", help="serve --device (cpu, cuda)")
+    ap.add_argument("--models", default="tiny,mid", help="which of tiny, mid to load-test (mid needs torch to make)")
+    ap.add_argument("--no-write", action="store_true", help="print the tables without rewriting BENCHMARKS.md")
     ap.add_argument("--reference", default=os.environ.get("DEEPSYNTH_REFERENCE_MODEL"),
                     help="also time first vs cached questions on this model directory (default: "
                          "$DEEPSYNTH_REFERENCE_MODEL; scripts/regen_reference_weights.py makes it: DeepSeek-OCR's "
                          "real vision encoder, Base 1024, with a 2-layer decoder)")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
     python = args.python or default_python()
     started, load_before = time.perf_counter(), os.getloadavg()
     if not args.skip_build:
         subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT, check=True)
-    binary = os.path.join(ROOT, "target", "release", "deepsynth")
+    binary = args.binary
     os.makedirs(WORK, exist_ok=True)
     cards_path = os.path.join(WORK, "cards.jsonl")
     if not os.path.exists(cards_path):
@@ -167,11 +177,12 @@ def main():
     tiny, mid = os.path.join(WORK, "tiny"), os.path.join(WORK, "mid")
     if not os.path.exists(os.path.join(tiny, "config.json")):
         subprocess.run([binary, "init", "--preset", "tiny", "--output", tiny], check=True)
-    if not os.path.exists(os.path.join(mid, "config.json")):
+    models = [(n, m) for n, m in (("tiny", tiny), ("mid", mid)) if n in args.models.split(",")]
+    if "mid" in args.models.split(",") and not os.path.exists(os.path.join(mid, "config.json")):
         subprocess.run([python, BASELINE, "make-mid", tiny, mid], check=True)
 
     rows, cache_rows = [], []
-    for name, model in (("tiny", tiny), ("mid", mid)):
+    for name, model in models:
         results = {}
         for mode, batch in (("batched", "32"), ("unbatched", "1")):
             server = Server(binary, model, "--max-batch", batch, "--max-queue", "64")
@@ -235,8 +246,12 @@ def main():
         f"{'met' if goal_batch else '**not met**'}; cached follow-up >= 5x faster than the first question: "
         f"{goal_cache}; zero errors: {'met' if errors == 0 else f'**not met** ({errors})'}.",
     ]
+    if args.device != "cpu":
+        lines[0] = lines[0].replace("Measured", f"Measured with `--device {args.device}`", 1)
     table = "\n".join(lines)
     print(table, flush=True)
+    if args.no_write:
+        return
     path = os.path.join(ROOT, "BENCHMARKS.md")
     text = open(path, encoding="utf-8").read()
     block = f"<!-- serve:start -->\n{table}\n<!-- serve:end -->"

@@ -6,6 +6,8 @@
 #                                #   /work/target-cuda), stripped and gzipped, into target/cuda-check/
 #   scripts/cuda_check.sh run    # there, from a copy of this repo with target/cuda-check/ beside it: finds the
 #                                #   CUDA 13 libraries, shows what the binary loads (ldd), runs the GPU tests
+#   scripts/cuda_check.sh serve  # there, after `run`: `deepsynth serve --device cuda` under bench/serve.py's load
+#                                #   (tiny model, batched against unbatched, cached against uncached; tables printed)
 #
 # The binaries link libcuda.so.1 (the driver) and libcudart/libcublas/libcublasLt/libnvrtc (.so.13), libcurand
 # (.so.10) by name: `run` finds them in torch's wheels (site-packages/nvidia/cu13/lib), /usr/local/cuda/lib64 or
@@ -16,6 +18,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/cuda-check
+
+cuda_libraries() {
+    libs="${CUDA_LIB_DIR:-}"
+    for py in python3 python; do
+        dir="$("$py" -c 'import nvidia, os
+print(":".join(p + "/cu13/lib" for p in nvidia.__path__ if os.path.isdir(p + "/cu13/lib")))' 2>/dev/null)" || continue
+        libs="$libs:$dir"
+        break
+    done
+    [ -d /usr/local/cuda/lib64 ] && libs="$libs:/usr/local/cuda/lib64"
+    export LD_LIBRARY_PATH="${libs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+}
 
 case "${1:-}" in
 pack)
@@ -38,16 +53,7 @@ for line in sys.stdin:
     ls -l "$out"
     ;;
 run)
-    libs="${CUDA_LIB_DIR:-}"
-    for py in python3 python; do
-        dir="$("$py" -c 'import nvidia, os
-print(":".join(p + "/cu13/lib" for p in nvidia.__path__ if os.path.isdir(p + "/cu13/lib")))' 2>/dev/null)" || continue
-        libs="$libs:$dir"
-        break
-    done
-    [ -d /usr/local/cuda/lib64 ] && libs="$libs:/usr/local/cuda/lib64"
-    export LD_LIBRARY_PATH="${libs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+    cuda_libraries
     nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv || true
     gunzip -kf "$out/deepsynth.gz" "$out/cuda-tests.gz"
     ldd "$out/cuda-tests"
@@ -59,8 +65,14 @@ print(":".join(p + "/cu13/lib" for p in nvidia.__path__ if os.path.isdir(p + "/c
     fi
     "$out/cuda-tests" --test-threads 1 --nocapture
     ;;
+serve)
+    cuda_libraries
+    gunzip -kf "$out/deepsynth.gz"
+    python3 bench/serve.py --skip-build --binary "$out/deepsynth" --device cuda --models tiny \
+        --seconds "${SECONDS_PER_LOAD:-20}" --no-write
+    ;;
 *)
-    sed -n '2,12p' "$0"
+    sed -n '2,14p' "$0"
     exit 2
     ;;
 esac

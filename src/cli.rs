@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::data::convert::{self, ConvertOptions, Dataset, OnError};
 use crate::data::mix::{self, WeightedInput};
 use crate::data::split::{self, Fractions};
-use crate::data::synth::{self, Task};
+use crate::data::synth::{self, Task, Values};
 use crate::data::validate::{self, Limits};
 use crate::engine::model::{self, Document, Model};
 use crate::engine::preset::{self, InstructionChoice, Preset};
@@ -427,6 +427,10 @@ pub struct SynthArgs {
     /// qa: one question per card; ocr: "Free OCR." with the whole card as the answer.
     #[arg(long, value_enum, default_value_t = Task::Qa)]
     pub task: Task,
+    /// pools: names, cities and colours from small lists; random: every value fresh random letters (years and
+    /// codes are always fresh).
+    #[arg(long, value_enum, default_value_t = Values::Pools)]
+    pub values: Values,
 }
 
 #[derive(Debug, Args)]
@@ -712,7 +716,7 @@ fn run_inspect(args: InspectArgs) -> Result<()> {
 }
 
 fn run_synth(args: SynthArgs) -> Result<()> {
-    let records = synth::generate(args.count, args.seed, args.task);
+    let records = synth::generate(args.count, args.seed, args.task, args.values);
     let mut writer = crate::data::io::JsonlWriter::create(&args.output)?;
     for record in records {
         writer.write(record)?;

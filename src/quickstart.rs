@@ -11,7 +11,7 @@ use candle_core::Device;
 
 use crate::data::convert::{self, ConvertOptions, Dataset};
 use crate::data::io::JsonlWriter;
-use crate::data::synth::{self, Field, Task};
+use crate::data::synth::{self, Field, Task, Values};
 use crate::data::Record;
 use crate::engine::model::{Document, Model, Request};
 use crate::engine::preset::{self, InstructionChoice, Preset};
@@ -87,8 +87,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         "    {} records converted from the bundled SQuAD, NQ, MS MARCO and FiQA samples (their real formats)",
         train.len()
     );
-    let held_out = synth::generate((opts.cards / 4).max(16), opts.seed.wrapping_add(1_000_003), Task::Qa);
-    train.extend(synth::generate(opts.cards, opts.seed, Task::Qa));
+    let held_out =
+        synth::generate((opts.cards / 4).max(16), opts.seed.wrapping_add(1_000_003), Task::Qa, Values::Pools);
+    train.extend(synth::generate(opts.cards, opts.seed, Task::Qa, Values::Pools));
     println!(
         "    {} synthetic reading cards for training, {} fresh ones held out (years and codes are random: only \
          reading gets them)",

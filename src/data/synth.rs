@@ -45,13 +45,29 @@ impl Field {
         }
     }
 
-    fn value(self, rng: &mut ChaCha8Rng) -> String {
-        match self {
-            Field::Name => NAMES.choose(rng).expect("non-empty").to_string(),
-            Field::City => CITIES.choose(rng).expect("non-empty").to_string(),
-            Field::Colour => COLOURS.choose(rng).expect("non-empty").to_string(),
-            Field::Year => rng.random_range(1900..2030).to_string(),
-            Field::Code => (0..4).map(|_| char::from(*CODE_CHARS.choose(rng).expect("non-empty"))).collect(),
+    fn value(self, rng: &mut ChaCha8Rng, values: Values) -> String {
+        let word = |rng: &mut ChaCha8Rng, len: std::ops::RangeInclusive<usize>, capital: bool| -> String {
+            let len = rng.random_range(len);
+            (0..len)
+                .map(|i| {
+                    let c = char::from(b'a' + rng.random_range(0..26u8));
+                    if i == 0 && capital {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        };
+        match (self, values) {
+            (Field::Name, Values::Pools) => NAMES.choose(rng).expect("non-empty").to_string(),
+            (Field::City, Values::Pools) => CITIES.choose(rng).expect("non-empty").to_string(),
+            (Field::Colour, Values::Pools) => COLOURS.choose(rng).expect("non-empty").to_string(),
+            (Field::Name, Values::Random) => word(rng, 3..=7, true),
+            (Field::City, Values::Random) => word(rng, 4..=8, true),
+            (Field::Colour, Values::Random) => word(rng, 3..=6, false),
+            (Field::Year, _) => rng.random_range(1900..2030).to_string(),
+            (Field::Code, _) => (0..4).map(|_| char::from(*CODE_CHARS.choose(rng).expect("non-empty"))).collect(),
         }
     }
 
@@ -60,7 +76,8 @@ impl Field {
         Field::ALL.into_iter().find(|f| instruction == question(*f))
     }
 
-    /// Whether `answer` is the right kind of value for this field (whatever the card says).
+    /// Whether `answer` is the right kind of value for this field (whatever the card says), for cards made from
+    /// [`Values::Pools`].
     pub fn accepts(self, answer: &str) -> bool {
         match self {
             Field::Name => NAMES.contains(&answer),
@@ -86,15 +103,26 @@ pub enum Task {
     Ocr,
 }
 
+/// Where names, cities and colours come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Values {
+    /// Small pools (a model can learn the kind of answer, and guess among few).
+    #[default]
+    Pools,
+    /// Fresh random letters for every value: nothing to memorise, only reading gets them right.
+    Random,
+}
+
 /// `count` records from `seed`: cards of 3-5 fields in random order.
-pub fn generate(count: usize, seed: u64, task: Task) -> Vec<Record> {
+pub fn generate(count: usize, seed: u64, task: Task, source: Values) -> Vec<Record> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..count)
         .map(|i| {
             let mut fields = Field::ALL.to_vec();
             fields.shuffle(&mut rng);
             fields.truncate(rng.random_range(3..=5));
-            let values: Vec<(Field, String)> = fields.iter().map(|&f| (f, f.value(&mut rng))).collect();
+            let values: Vec<(Field, String)> = fields.iter().map(|&f| (f, f.value(&mut rng, source))).collect();
             let text = values.iter().map(|(f, v)| format!("{}: {v}", f.key())).collect::<Vec<_>>().join("\n");
             let id = format!("synth-{seed}-{i}");
             match task {
@@ -114,17 +142,30 @@ mod tests {
 
     #[test]
     fn cards_answer_their_question_and_are_seeded() {
-        let records = generate(50, 3, Task::Qa);
-        assert_eq!(records, generate(50, 3, Task::Qa));
-        assert_ne!(records, generate(50, 4, Task::Qa));
+        let records = generate(50, 3, Task::Qa, Values::Pools);
+        assert_eq!(records, generate(50, 3, Task::Qa, Values::Pools));
+        assert_ne!(records, generate(50, 4, Task::Qa, Values::Pools));
         for r in &records {
             let field = Field::asked_in(&r.instruction).expect("a known question");
             assert!(r.text.lines().any(|line| line == format!("{}: {}", field.key(), r.answer)), "{r:?}");
             assert!(field.accepts(&r.answer), "{r:?}");
             assert!((3..=5).contains(&r.text.lines().count()));
         }
-        let ocr = generate(2, 3, Task::Ocr);
+        let ocr = generate(2, 3, Task::Ocr, Values::Pools);
         assert_eq!(ocr[0].answer, ocr[0].text);
+    }
+
+    #[test]
+    fn random_values_are_fresh_letters() {
+        let records = generate(200, 5, Task::Qa, Values::Random);
+        let names: std::collections::HashSet<&str> = records
+            .iter()
+            .filter(|r| Field::asked_in(&r.instruction) == Some(Field::Name))
+            .map(|r| r.answers[0].as_str())
+            .collect();
+        assert!(names.len() > 20, "{names:?}");
+        assert!(names.iter().all(|n| !NAMES.contains(n) && n.chars().next().unwrap().is_ascii_uppercase()));
+        assert_eq!(records, generate(200, 5, Task::Qa, Values::Random));
     }
 
     #[test]

@@ -237,6 +237,25 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_config_has_known_keys_of_the_right_types() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let parsed: Result<TrainConfig, String> = match path.extension().and_then(|e| e.to_str()) {
+                Some("toml") => toml::from_str(&text).map_err(|e| e.to_string()),
+                Some("json") => serde_json::from_str(&text).map_err(|e| e.to_string()),
+                _ => continue,
+            };
+            let cfg = parsed.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(!cfg.model.is_empty() && !cfg.output_dir.as_os_str().is_empty(), "{}", path.display());
+            seen += 1;
+        }
+        assert!(seen >= 4, "{seen} configs");
+    }
+
+    #[test]
     fn toml_and_json_read_the_same_with_paths_relative_to_the_file() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "train.jsonl", "");
