@@ -43,6 +43,20 @@ def same_records(a, b):
     return sorted(ra, key=key) == sorted(rb, key=key), len(ra)
 
 
+def write_section(key, heading, table):
+    """Replaces the `<!-- KEY:start -->` ... `<!-- KEY:end -->` block of BENCHMARKS.md with `table` (appending it
+    under `## HEADING` the first time). The one writer every bench script shares."""
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    text = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmarks\n"
+    block = f"<!-- {key}:start -->\n{table}\n<!-- {key}:end -->"
+    if f"<!-- {key}:start -->" in text:
+        text = re.sub(rf"<!-- {key}:start -->.*?<!-- {key}:end -->", lambda _: block, text, flags=re.S)
+    else:
+        text += f"\n## {heading}\n\n{block}\n"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def cpu_name():
     try:
         with open("/proc/cpuinfo") as f:
@@ -99,16 +113,7 @@ def main():
         "| --- | --- | --- | --- | --- | --- | --- |",
         *rows,
     ])
-    path = os.path.join(ROOT, "BENCHMARKS.md")
-    text = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmarks\n"
-    block = f"<!-- convert:start -->\n{table}\n<!-- convert:end -->"
-    if "<!-- convert:start -->" in text:
-        text = re.sub(r"<!-- convert:start -->.*?<!-- convert:end -->", lambda _: block, text, flags=re.S)
-    else:
-        text += f"\n## Dataset conversion\n\n{block}\n"
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
+    write_section("convert", "Dataset conversion", table)
 
 if __name__ == "__main__":
     main()

@@ -20,7 +20,6 @@ import datetime
 import glob
 import json
 import os
-import re
 import statistics
 import struct
 import subprocess
@@ -32,7 +31,7 @@ DECODER_DIR = os.path.join(ROOT, "target", "bench-engine", "decoder")
 REFERENCE_IO = os.path.join(ROOT, "..", "shared", "reference", "deepseek-ocr-random-2layer", "io-base-1024.safetensors")
 VENV_PYTHON = "/work/venv/bin/python"
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from convert import cpu_name  # noqa: E402
+from convert import cpu_name, write_section  # noqa: E402
 
 
 def default_python():
@@ -206,15 +205,7 @@ def main():
     ]
     table = "\n".join(lines)
     print(table, flush=True)
-    path = os.path.join(ROOT, "BENCHMARKS.md")
-    text = open(path, encoding="utf-8").read()
-    block = f"<!-- engine:start -->\n{table}\n<!-- engine:end -->"
-    if "<!-- engine:start -->" in text:
-        text = re.sub(r"<!-- engine:start -->.*?<!-- engine:end -->", lambda _: block, text, flags=re.S)
-    else:
-        text += f"\n## Engine speed (CPU)\n\n{block}\n"
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    write_section("engine", "Engine speed (CPU)", table)
     if diverge is not None:
         sys.exit(f"deepsynth and transformers picked different greedy ids from position {diverge}")
 

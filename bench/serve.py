@@ -33,7 +33,7 @@ WORK = os.path.join(ROOT, "target", "bench-serve")
 BASELINE = os.path.join(ROOT, "bench", "train_baseline.py")
 TOKENS = 16
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from convert import cpu_name  # noqa: E402
+from convert import cpu_name, write_section  # noqa: E402
 from train import default_python  # noqa: E402
 
 
@@ -214,8 +214,8 @@ def main():
         f"about 64 synthetic cards whose visual tokens were cached beforehand. Load average (1 min) "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after.",
         "",
-        f"| model | server | requests/s | tokens/s | p50 latency | p99 latency | errors | mean batch | "
-        f"batched / unbatched |",
+        "| model | server | requests/s | tokens/s | p50 latency | p99 latency | errors | mean batch | "
+        "batched / unbatched |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, results in rows:
@@ -252,15 +252,7 @@ def main():
     print(table, flush=True)
     if args.no_write:
         return
-    path = os.path.join(ROOT, "BENCHMARKS.md")
-    text = open(path, encoding="utf-8").read()
-    block = f"<!-- serve:start -->\n{table}\n<!-- serve:end -->"
-    if "<!-- serve:start -->" in text:
-        text = re.sub(r"<!-- serve:start -->.*?<!-- serve:end -->", lambda _: block, text, flags=re.S)
-    else:
-        text += f"\n## Serving (CPU)\n\n{block}\n"
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    write_section("serve", "Serving (CPU)", table)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ BASELINE = os.path.join(ROOT, "bench", "train_baseline.py")
 VENV_PYTHON = "/work/venv/bin/python"
 CARDS, BATCH = 64, 8
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from convert import cpu_name  # noqa: E402
+from convert import cpu_name, write_section  # noqa: E402
 
 TRAIN_TOML = """model = "{model}"
 train_file = "{cards}"
@@ -216,15 +216,7 @@ def main():
                      f"{cer:.1f}% | {kind:.1f}% | {q['peak_rss_mib']:.0f} MiB |")
     table = "\n".join(lines)
     print(table, flush=True)
-    path = os.path.join(ROOT, "BENCHMARKS.md")
-    text = open(path, encoding="utf-8").read()
-    block = f"<!-- train:start -->\n{table}\n<!-- train:end -->"
-    if "<!-- train:start -->" in text:
-        text = re.sub(r"<!-- train:start -->.*?<!-- train:end -->", lambda _: block, text, flags=re.S)
-    else:
-        text += f"\n## Training (CPU)\n\n{block}\n"
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    write_section("train", "Training (CPU)", table)
 
 
 if __name__ == "__main__":
