@@ -132,20 +132,7 @@ fn every_route_answers_and_streams_agree_with_plain_answers() {
     let model = model(dir.path());
     // An adapter (random LoRA factors on q_proj) served beside the base model.
     let adapter = dir.path().join("adapter");
-    {
-        use deepsynth::engine::lora::{save_adapter, AdapterConfig};
-        let mut m = deepsynth::engine::model::Model::load(&model, &candle_core::Device::Cpu).unwrap();
-        for linear in m.decoder.linears_mut().into_iter().filter(|l| l.path().ends_with("self_attn.q_proj")) {
-            let (out_dim, in_dim) = linear.weight().dims2().unwrap();
-            let a = candle_core::Tensor::randn(0f32, 0.5, (4, in_dim), &candle_core::Device::Cpu).unwrap();
-            let b = candle_core::Tensor::randn(0f32, 0.5, (out_dim, 4), &candle_core::Device::Cpu).unwrap();
-            linear.attach_lora(a, b, 8.0, 0.0).unwrap();
-        }
-        let cfg: AdapterConfig = serde_json::from_value(json!({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
-            "target_modules": ["q_proj"], "lora_dropout": 0.0, "task_type": "CAUSAL_LM"}))
-        .unwrap();
-        save_adapter(&adapter, &cfg, m.linears_mut().into_iter().map(|l| &*l).collect()).unwrap();
-    }
+    common::random_q_proj_adapter(&model, &adapter);
     let server = Server::start(&[
         "--model",
         model.to_str().unwrap(),

@@ -126,6 +126,25 @@ pub fn model_config(dir: &Path) -> serde_json::Value {
     deepsynth::engine::read_model_config(&dir.join("config.json")).unwrap()
 }
 
+/// Writes to `out` a PEFT adapter of random LoRA factors (r 4, alpha 8) on every decoder `q_proj` of the model in
+/// `model_dir`; returns how many layers it adapts.
+pub fn random_q_proj_adapter(model_dir: &Path, out: &Path) -> usize {
+    use deepsynth::engine::lora::{save_adapter, AdapterConfig};
+    let cpu = candle_core::Device::Cpu;
+    let mut model = deepsynth::engine::model::Model::load(model_dir, &cpu).unwrap();
+    for linear in model.decoder.linears_mut().into_iter().filter(|l| l.path().ends_with("self_attn.q_proj")) {
+        let (out_dim, in_dim) = linear.weight().dims2().unwrap();
+        let a = Tensor::randn(0f32, 0.5, (4, in_dim), &cpu).unwrap();
+        let b = Tensor::randn(0f32, 0.5, (out_dim, 4), &cpu).unwrap();
+        linear.attach_lora(a, b, 8.0, 0.0).unwrap();
+    }
+    let cfg: AdapterConfig = serde_json::from_value(serde_json::json!({
+        "peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"], "lora_dropout": 0.0,
+        "base_model_name_or_path": model_dir.to_str().unwrap(), "task_type": "CAUSAL_LM"}))
+    .unwrap();
+    save_adapter(out, &cfg, model.linears_mut().into_iter().map(|l| &*l).collect()).unwrap()
+}
+
 /// A `deepsynth serve` process on an ephemeral loopback port, killed when dropped.
 pub struct Server {
     pub child: std::process::Child,
