@@ -180,6 +180,11 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         trained_model.display()
     );
     println!("  deepsynth eval --model {}{adapter} --dataset {}", trained_model.display(), test_file.display());
+    let served = if adapter.is_empty() { String::new() } else { format!(" --adapter trained={}", final_dir.display()) };
+    println!(
+        "  deepsynth serve --model {}{served} --port 8000    # then open http://127.0.0.1:8000/",
+        trained_model.display()
+    );
     Ok(())
 }
 
