@@ -123,6 +123,12 @@ pub struct ServeArgs {
     /// Seconds that requests in progress get to finish after SIGINT/SIGTERM before they are cut short.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds a connection has to send a whole request head (slow clients are closed).
+    #[arg(long, default_value_t = 30)]
+    pub header_timeout_secs: u64,
 }
 
 fn parse_named_adapter(arg: &str) -> std::result::Result<(String, PathBuf), String> {
@@ -770,5 +776,7 @@ fn run_serve(args: ServeArgs) -> Result<()> {
         max_pages: args.max_pages,
         timeout: std::time::Duration::from_secs(args.timeout_secs),
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
+        max_connections: args.max_connections,
+        header_timeout: std::time::Duration::from_secs(args.header_timeout_secs),
     })
 }

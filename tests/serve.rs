@@ -539,3 +539,52 @@ fn disconnects_cancel_timeouts_answer_504_and_sigterm_finishes_requests_in_progr
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// Whether the server closed `stream` (EOF or reset) within `wait`, rather than keeping it open.
+fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => false,
+        Err(_) => true,
+    }
+}
+
+#[test]
+fn slow_headers_and_connections_beyond_the_limit_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let server = Server::start(&["--model", model.to_str().unwrap(), "--header-timeout-secs", "1"]);
+    let address = server.url.strip_prefix("http://").unwrap().to_string();
+    // Half a request head, then nothing: the server hangs up after --header-timeout-secs.
+    let mut slow = TcpStream::connect(&address).unwrap();
+    write!(slow, "GET /health HTTP/1.1\r\nHost: {address}\r\n").unwrap();
+    assert!(closed_within(&mut slow, Duration::from_secs(20)), "a slow-header client kept its connection");
+    assert_eq!(get(&server, "/health").status, 200);
+    drop(server);
+
+    // At most --max-connections open: the ones beyond are closed at once; freeing one lets a new one in.
+    let server = Server::start(&["--model", model.to_str().unwrap(), "--max-connections", "2"]);
+    let address = server.url.strip_prefix("http://").unwrap().to_string();
+    let mut held: Vec<TcpStream> = Vec::new();
+    let mut refused = 0;
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(&address).unwrap();
+        if closed_within(&mut stream, Duration::from_millis(700)) {
+            refused += 1;
+        } else {
+            held.push(stream);
+        }
+    }
+    assert!(held.len() <= 2 && refused >= 1, "{} held, {refused} refused", held.len());
+    held.clear();
+    wait_for("a free connection slot", || {
+        let mut stream = TcpStream::connect(&address).unwrap();
+        write!(stream, "GET /health HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response.starts_with("HTTP/1.1 200")
+    });
+}

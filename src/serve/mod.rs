@@ -47,6 +47,10 @@ pub struct Options {
     pub max_pages: usize,
     pub timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Connections open at once (more are closed at once).
+    pub max_connections: usize,
+    /// Time a connection has to send a whole request head.
+    pub header_timeout: Duration,
 }
 
 /// Runs the server until SIGINT or SIGTERM. Prints `deepsynth serve: listening on http://ADDR` on stdout once
@@ -116,39 +120,77 @@ async fn serve(options: Options, dir: PathBuf, config: ModelConfig, names: Vec<S
         started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     });
     let app = routes::router(state.clone());
-    let (signalled_tx, signalled) = tokio::sync::watch::channel(false);
-    let shutdown = {
-        let state = state.clone();
-        async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down: finishing requests in progress");
-            state.shutting_down.store(true, Ordering::SeqCst);
-            let _ = signalled_tx.send(true);
-        }
-    };
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
-    // After the grace period, stop every generation (their requests end with what they have), then give the
-    // connections a moment to send that before returning anyway.
-    let deadline = {
-        let mut signalled = signalled.clone();
-        let grace = options.shutdown_grace;
-        let shared = shared.clone();
-        async move {
-            let _ = signalled.wait_for(|s| *s).await;
-            tokio::time::sleep(grace).await;
-            tracing::warn!("grace period over: cancelling what is still generating");
-            shared.stop_all.store(true, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
+    let connections = Connections { max: options.max_connections, header_timeout: options.header_timeout };
+    let open = accept_until_signal(listener, app, connections).await;
+    // Stopped accepting; the connections still open finish what they are doing. After the grace period, every
+    // generation stops (its request ends with what it has), and the connections get a moment to send that.
+    tracing::info!("shutting down: finishing requests in progress");
+    state.shutting_down.store(true, Ordering::SeqCst);
+    let deadline = async {
+        tokio::time::sleep(options.shutdown_grace).await;
+        tracing::warn!("grace period over: cancelling what is still generating");
+        shared.stop_all.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(2)).await;
     };
     tokio::select! {
-        result = server => result.context("the server failed")?,
+        _ = open.shutdown() => {}
         _ = deadline => {}
     }
     // Closing the queue ends the engine thread.
     state.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
     eprintln!("deepsynth serve: stopped");
     Ok(())
+}
+
+/// Limits on the connections themselves (before any request is read).
+#[derive(Debug, Clone, Copy)]
+struct Connections {
+    /// Connections open at once; more are closed as soon as they are accepted.
+    max: usize,
+    /// A connection that has not sent a whole request head within this is closed (slow-header clients).
+    header_timeout: Duration,
+}
+
+/// Serves HTTP/1.1 connections until SIGINT or SIGTERM; returns the open connections' watcher, whose
+/// `shutdown` lets each finish its request in progress, then closes it.
+async fn accept_until_signal(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: Connections,
+) -> hyper_util::server::graceful::GracefulShutdown {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max));
+    let signal = wait_for_signal();
+    tokio::pin!(signal);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut signal => return graceful,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!("{} connections open (--max-connections): closing a new one", limits.max);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
 }
 
 async fn wait_for_signal() {
