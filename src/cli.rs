@@ -437,6 +437,12 @@ pub struct SynthArgs {
     /// codes are always fresh).
     #[arg(long, value_enum, default_value_t = Values::Pools)]
     pub values: Values,
+    /// Lines a card has, at least (1-5).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub min_fields: u8,
+    /// Lines a card has, at most (1-5, not below --min-fields).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub max_fields: u8,
 }
 
 #[derive(Debug, Args)]
@@ -722,7 +728,11 @@ fn run_inspect(args: InspectArgs) -> Result<()> {
 }
 
 fn run_synth(args: SynthArgs) -> Result<()> {
-    let records = synth::generate(args.count, args.seed, args.task, args.values);
+    let records = {
+        anyhow::ensure!(args.min_fields <= args.max_fields, "--min-fields is above --max-fields");
+        let fields = usize::from(args.min_fields)..=usize::from(args.max_fields);
+        synth::generate_sized(args.count, args.seed, args.task, args.values, fields)
+    };
     let mut writer = crate::data::io::JsonlWriter::create(&args.output)?;
     for record in records {
         writer.write(record)?;

@@ -116,18 +116,29 @@ pub enum Values {
 
 /// `count` records from `seed`: cards of 3-5 fields in random order.
 pub fn generate(count: usize, seed: u64, task: Task, source: Values) -> Vec<Record> {
+    generate_sized(count, seed, task, source, 3..=5)
+}
+
+/// [`generate`] with `fields` lines a card (1 to 5; short cards first is a reading curriculum).
+pub fn generate_sized(
+    count: usize,
+    seed: u64,
+    task: Task,
+    source: Values,
+    fields_range: std::ops::RangeInclusive<usize>,
+) -> Vec<Record> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..count)
         .map(|i| {
             let mut fields = Field::ALL.to_vec();
             fields.shuffle(&mut rng);
-            fields.truncate(rng.random_range(3..=5));
+            fields.truncate(rng.random_range(fields_range.clone()));
             let values: Vec<(Field, String)> = fields.iter().map(|&f| (f, f.value(&mut rng, source))).collect();
             let text = values.iter().map(|(f, v)| format!("{}: {v}", f.key())).collect::<Vec<_>>().join("\n");
             let id = format!("synth-{seed}-{i}");
             match task {
                 Task::Qa => {
-                    let (field, value) = values.choose(&mut rng).expect("at least 3 fields").clone();
+                    let (field, value) = values.choose(&mut rng).expect("at least 1 field").clone();
                     Record::new(id, "synth", text, question(field), vec![value])
                 }
                 Task::Ocr => Record::new(id, "synth", text.clone(), "Free OCR.", vec![text]),
@@ -153,6 +164,15 @@ mod tests {
         }
         let ocr = generate(2, 3, Task::Ocr, Values::Pools);
         assert_eq!(ocr[0].answer, ocr[0].text);
+    }
+
+    #[test]
+    fn card_sizes_follow_the_range() {
+        let one = generate_sized(50, 2, Task::Ocr, Values::Random, 1..=1);
+        assert!(one.iter().all(|r| r.text.lines().count() == 1 && r.answer == r.text));
+        let sizes: std::collections::BTreeSet<usize> =
+            generate_sized(200, 2, Task::Qa, Values::Pools, 2..=4).iter().map(|r| r.text.lines().count()).collect();
+        assert_eq!(sizes.into_iter().collect::<Vec<_>>(), [2, 3, 4]);
     }
 
     #[test]
