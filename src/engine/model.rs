@@ -131,7 +131,11 @@ impl Model {
 
     /// Pixels [pages, 3, S, S] for the document's pages.
     pub fn pixels(&self, document: &Document) -> anyhow::Result<Tensor> {
-        let pages = self.pages(document)?;
+        self.pixels_of(&self.pages(document)?)
+    }
+
+    /// Pixels [pages, 3, S, S] for pages already rendered (see [`Model::pages`]).
+    pub fn pixels_of(&self, pages: &[RgbImage]) -> anyhow::Result<Tensor> {
         let tensors =
             pages.iter().map(|p| page::preprocess::to_tensor(p, self.device())).collect::<Result<Vec<_>, _>>()?;
         Ok(Tensor::stack(&tensors, 0)?)

@@ -2,10 +2,12 @@
 //! which instruction, how to sample. Every check that can fail before the engine runs is made here (422).
 
 use base64::Engine as _;
+use image::RgbImage;
 use serde::Deserialize;
 
 use super::cache::content_hash;
 use super::error::ApiError;
+use crate::engine::config::ModelConfig;
 use crate::engine::model::Document;
 use crate::engine::sample::SamplingParams;
 use crate::page::preprocess;
@@ -47,6 +49,20 @@ impl Variants {
             }),
         }
     }
+}
+
+/// The document's pages as the model sees them, at most `max_pages` of them (422 otherwise, as for a document that
+/// cannot be rendered).
+pub fn pages(config: &ModelConfig, document: &Document, max_pages: usize) -> Result<Vec<RgbImage>, ApiError> {
+    let pages =
+        config.pages(document).map_err(|e| ApiError::unprocessable(format!("cannot render the document: {e:#}")))?;
+    if pages.len() > max_pages {
+        return Err(ApiError::unprocessable(format!(
+            "the document has {} pages; this server takes at most {max_pages} (--max-pages)",
+            pages.len()
+        )));
+    }
+    Ok(pages)
 }
 
 /// A document, decoded, with its content hash (the cache key).

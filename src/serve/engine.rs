@@ -223,26 +223,8 @@ fn documents(
     let pixels: Vec<Option<Tensor>> = missing
         .par_iter()
         .map(|(_, users)| {
-            let job = &jobs[users[0]];
-            let pages = match model.pages(&job.ask.document.document) {
-                Ok(pages) => pages,
-                Err(e) => return Err(ApiError::unprocessable(format!("cannot render the document: {e:#}"))),
-            };
-            if pages.len() > settings.max_pages {
-                return Err(ApiError::unprocessable(format!(
-                    "the document has {} pages; this server takes at most {} (--max-pages)",
-                    pages.len(),
-                    settings.max_pages
-                )));
-            }
-            let preprocess = || -> anyhow::Result<Tensor> {
-                let tensors = pages
-                    .iter()
-                    .map(|p| crate::page::preprocess::to_tensor(p, model.device()))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                Ok(Tensor::stack(&tensors, 0)?)
-            };
-            preprocess().map_err(|e| ApiError::internal(format!("preprocessing: {e:#}")))
+            let pages = super::api::pages(&model.config, &jobs[users[0]].ask.document.document, settings.max_pages)?;
+            model.pixels_of(&pages).map_err(|e| ApiError::internal(format!("preprocessing: {e:#}")))
         })
         .zip(&missing)
         .map(|(result, (_, users))| {

@@ -343,17 +343,7 @@ async fn render(
     let request: RenderRequest = parse(body)?;
     blocking(move || {
         let document = document_of(request.document, request.image.as_deref())?;
-        let pages = state
-            .config
-            .pages(&document.document)
-            .map_err(|e| ApiError::unprocessable(format!("cannot render the document: {e:#}")))?;
-        if pages.len() > state.max_pages {
-            return Err(ApiError::unprocessable(format!(
-                "the document has {} pages; this server takes at most {} (--max-pages)",
-                pages.len(),
-                state.max_pages
-            )));
-        }
+        let pages = super::api::pages(&state.config, &document.document, state.max_pages)?;
         let urls = pages
             .iter()
             .map(|page| {
