@@ -5,6 +5,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use super::cache::Stats;
+
 const SECONDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 const BATCH: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 
@@ -44,7 +46,7 @@ impl Histogram {
     }
 }
 
-/// Everything `/metrics` reports except the cache's figures, which the cache keeps itself.
+/// Everything `/metrics` reports except the cache's figures, which the cache keeps itself ([`Stats`]).
 #[derive(Debug)]
 pub struct Metrics {
     /// (route, method, status) -> request durations.
@@ -75,14 +77,6 @@ impl Default for Metrics {
     }
 }
 
-/// The cache's figures at the time of a scrape.
-pub struct CacheFigures {
-    pub hits: u64,
-    pub misses: u64,
-    pub entries: usize,
-    pub bytes: usize,
-}
-
 impl Metrics {
     pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
         let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
@@ -101,7 +95,7 @@ impl Metrics {
     }
 
     /// The text exposition format (version 0.0.4).
-    pub fn render(&self, cache: &CacheFigures) -> String {
+    pub fn render(&self, cache: &Stats) -> String {
         let mut out = String::new();
         let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let _ = writeln!(out, "# HELP deepsynth_requests_total HTTP requests by route, method and status.");
@@ -172,7 +166,7 @@ mod tests {
         m.observe_request("/health", "GET", 200, 0.003);
         m.observe_request("/health", "GET", 200, 0.2);
         m.observe_batch(3);
-        let text = m.render(&CacheFigures { hits: 2, misses: 1, entries: 1, bytes: 64 });
+        let text = m.render(&Stats { hits: 2, misses: 1, entries: 1, bytes: 64, capacity_bytes: 128 });
         assert!(text.contains("deepsynth_requests_total{route=\"/health\",method=\"GET\",status=\"200\"} 2"));
         assert!(text.contains(
             "deepsynth_request_duration_seconds_bucket{route=\"/health\",method=\"GET\",status=\"200\",le=\"0.005\"} 1"

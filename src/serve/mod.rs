@@ -10,7 +10,7 @@ mod routes;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -112,12 +112,11 @@ async fn serve(options: Options, dir: PathBuf, config: ModelConfig, names: Vec<S
         max_pages: options.max_pages,
         max_body: options.max_body_bytes,
         api_key: options.api_key.as_deref().map(|k| sha2::Sha256::digest(k.trim().as_bytes()).into()),
-        admitted: AtomicU64::new(0),
         capacity: (options.max_batch + options.max_queue) as u64,
         timeout: options.timeout,
         shutting_down: AtomicBool::new(false),
         openapi: routes::openapi(options.api_key.is_some(), options.max_tokens),
-        started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        started: routes::unix_now(),
     });
     let app = routes::router(state.clone());
     let connections = Connections { max: options.max_connections, header_timeout: options.header_timeout };

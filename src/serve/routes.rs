@@ -1,7 +1,7 @@
 //! The HTTP routes: JSON API, OpenAI-compatible chat, cache, health, metrics, OpenAPI and the web page.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,7 +24,6 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use super::api::{document_of, Ask, ChatRequest, InstructRequest, Limits, Variants};
 use super::engine::{Event, Job, Outcome, Shared};
 use super::error::ApiError;
-use super::metrics::CacheFigures;
 use crate::engine::config::ModelConfig;
 
 const PAGE: &str = include_str!("page/index.html");
@@ -57,8 +56,8 @@ pub struct AppState {
     pub max_body: usize,
     /// SHA-256 of the API key, when one is required.
     pub api_key: Option<[u8; 32]>,
-    /// Admitted requests not answered yet, and how many may be (batch + queue): beyond, 429.
-    pub admitted: AtomicU64,
+    /// How many requests may be admitted and not answered yet (batch + queue; the count is the in-flight
+    /// metric): beyond, 429.
     pub capacity: u64,
     pub timeout: Duration,
     pub shutting_down: AtomicBool,
@@ -193,7 +192,6 @@ struct Submission {
 impl Drop for Submission {
     fn drop(&mut self) {
         self.cancel.store(true, Ordering::Relaxed);
-        self.state.admitted.fetch_sub(1, Ordering::Relaxed);
         self.state.shared.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -231,15 +229,14 @@ fn submit(state: &AppRef, ask: Ask) -> Result<Submission, ApiError> {
     if !state.shared.ready.load(Ordering::Relaxed) {
         return Err(ApiError::unavailable("the model is loading; retry when /ready says so"));
     }
-    if state.admitted.fetch_add(1, Ordering::Relaxed) >= state.capacity {
-        state.admitted.fetch_sub(1, Ordering::Relaxed);
+    let metrics = &state.shared.metrics;
+    if metrics.in_flight.fetch_add(1, Ordering::Relaxed) >= state.capacity {
+        metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         return Err(ApiError::overloaded(format!(
             "the server is full ({} requests in progress or queued); retry later",
             state.capacity
         )));
     }
-    let metrics = &state.shared.metrics;
-    metrics.in_flight.fetch_add(1, Ordering::Relaxed);
     let (events_tx, events) = unbounded_channel();
     let cancel = Arc::new(AtomicBool::new(false));
     let submission = Submission {
@@ -383,11 +380,11 @@ async fn models(State(state): State<AppRef>) -> Json<serde_json::Value> {
 
 async fn metrics(State(state): State<AppRef>) -> impl IntoResponse {
     let stats = state.shared.cache.lock().unwrap_or_else(|e| e.into_inner()).stats();
-    let figures = CacheFigures { hits: stats.hits, misses: stats.misses, entries: stats.entries, bytes: stats.bytes };
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.shared.metrics.render(&figures))
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.shared.metrics.render(&stats))
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch (OpenAI's `created`).
+pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
