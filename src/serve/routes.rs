@@ -15,7 +15,6 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -263,11 +262,16 @@ async fn blocking<R: Send + 'static>(
 }
 
 /// An SSE response fed by a task that turns engine events into SSE events (`render` returns the events for one
-/// engine event, and whether it was the last). The task stops, cancelling the generation, when the client goes.
-fn sse_response<F>(mut submission: Submission, first: Event, mut render: F) -> Response
+/// engine event, and whether it was the last). The first event decides the status: a failure before any token is
+/// a plain JSON error. The task stops, cancelling the generation, when the client goes.
+async fn sse_response<F>(mut submission: Submission, mut render: F) -> Result<Response, ApiError>
 where
     F: FnMut(Result<Event, ApiError>) -> (Vec<SseEvent>, bool) + Send + 'static,
 {
+    let first = match submission.next().await? {
+        Event::Failed(e) => return Err(e),
+        event => event,
+    };
     let (tx, rx) = unbounded_channel::<SseEvent>();
     tokio::spawn(async move {
         let mut event = Ok(first);
@@ -289,11 +293,7 @@ where
     });
     let stream =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) });
-    sse(stream)
-}
-
-fn sse(stream: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static) -> Response {
-    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
 fn json_event(name: Option<&str>, value: &impl serde::Serialize) -> SseEvent {
@@ -309,20 +309,16 @@ async fn instruct(State(state): State<AppRef>, body: Result<Bytes, BytesRejectio
     let stream = request.stream;
     let app = state.clone();
     let ask = blocking(move || request.into_ask(&app.variants, &app.limits)).await?;
-    let mut submission = submit(&state, ask)?;
+    let submission = submit(&state, ask)?;
     if !stream {
         return Ok(Json(submission.outcome().await?).into_response());
     }
-    // The first event decides the status: a failure before any token is a plain JSON error.
-    let first = submission.next().await?;
-    if let Event::Failed(e) = first {
-        return Err(e);
-    }
-    Ok(sse_response(submission, first, |event| match event {
+    sse_response(submission, |event| match event {
         Ok(Event::Token(text)) => (vec![json_event(Some("token"), &json!({ "text": text }))], false),
         Ok(Event::Done(outcome)) => (vec![json_event(Some("done"), &outcome)], true),
         Ok(Event::Failed(e)) | Err(e) => (vec![json_event(Some("error"), &e.body())], true),
-    }))
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -410,7 +406,7 @@ async fn chat(State(state): State<AppRef>, body: Result<Bytes, BytesRejection>) 
     let model = state.variants.names[ask.variant].clone();
     let id = format!("chatcmpl-{:x}{:x}", unix_now(), rand::random::<u64>());
     let created = unix_now();
-    let mut submission = submit(&state, ask)?;
+    let submission = submit(&state, ask)?;
     if !stream {
         let outcome = submission.outcome().await?;
         return Ok(Json(json!({
@@ -423,16 +419,12 @@ async fn chat(State(state): State<AppRef>, body: Result<Bytes, BytesRejection>) 
         }))
         .into_response());
     }
-    let first = submission.next().await?;
-    if let Event::Failed(e) = first {
-        return Err(e);
-    }
     let chunk = move |delta: serde_json::Value, finish: Option<&str>| {
         json!({ "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                 "choices": [{ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null }] })
     };
     let mut started = false;
-    Ok(sse_response(submission, first, move |event| {
+    sse_response(submission, move |event| {
         let mut out = Vec::new();
         if !started {
             started = true;
@@ -460,5 +452,6 @@ async fn chat(State(state): State<AppRef>, body: Result<Bytes, BytesRejection>) 
             }
         };
         (out, last)
-    }))
+    })
+    .await
 }
