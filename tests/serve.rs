@@ -588,3 +588,21 @@ fn slow_headers_and_connections_beyond_the_limit_are_closed() {
         response.starts_with("HTTP/1.1 200")
     });
 }
+
+#[test]
+fn bad_command_lines_are_refused_before_the_server_binds() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let model = model.to_str().unwrap();
+    for (args, words) in [
+        (vec!["--model", model, "--device", "gpu"], "--device gpu"),
+        (vec!["--model", "/no/such/model"], "/no/such/model"),
+        (vec!["--model", model, "--adapter", "x=/no/such/adapter"], "not a directory"),
+    ] {
+        let out = common::deepsynth(["serve", "--port", "0"].iter().chain(&args));
+        let err = common::stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(words), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} bound before refusing: {}", String::from_utf8_lossy(&out.stdout));
+    }
+}

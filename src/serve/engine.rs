@@ -93,7 +93,7 @@ pub struct Shared {
 pub fn start(
     model: PathBuf,
     adapters: Vec<(String, PathBuf)>,
-    device: String,
+    device: candle_core::Device,
     settings: EngineSettings,
     shared: Arc<Shared>,
 ) -> anyhow::Result<mpsc::Sender<Job>> {
@@ -135,9 +135,12 @@ pub fn start(
 }
 
 /// The base model, then one copy per adapter (the copies share the base weights; only LoRA factors are added).
-fn load(model: &std::path::Path, adapters: &[(String, PathBuf)], device: &str) -> anyhow::Result<Vec<Model>> {
-    let device = crate::engine::model::device(device)?;
-    let base = Model::load(model, &device)?;
+fn load(
+    model: &std::path::Path,
+    adapters: &[(String, PathBuf)],
+    device: &candle_core::Device,
+) -> anyhow::Result<Vec<Model>> {
+    let base = Model::load(model, device)?;
     let mut models = vec![base.clone()];
     for (name, dir) in adapters {
         let mut adapted = base.clone();

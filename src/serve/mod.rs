@@ -58,6 +58,8 @@ pub struct Options {
 pub fn run(options: Options) -> anyhow::Result<()> {
     anyhow::ensure!(options.max_batch >= 1, "--max-batch must be at least 1");
     anyhow::ensure!(options.max_tokens >= 1, "--max-tokens must be at least 1");
+    // Everything that can be refused is refused before the server binds.
+    let device = crate::engine::model::device(&options.device)?;
     let dir = checkpoint::resolve(&options.model)?;
     let config = ModelConfig::from_file(&dir.join(checkpoint::CONFIG))?;
     let mut names = vec![options.model_name.clone().unwrap_or_else(|| {
@@ -73,10 +75,16 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(options, dir, config, names))
+    runtime.block_on(serve(options, device, dir, config, names))
 }
 
-async fn serve(options: Options, dir: PathBuf, config: ModelConfig, names: Vec<String>) -> anyhow::Result<()> {
+async fn serve(
+    options: Options,
+    device: candle_core::Device,
+    dir: PathBuf,
+    config: ModelConfig,
+    names: Vec<String>,
+) -> anyhow::Result<()> {
     let address = SocketAddr::new(options.host, options.port);
     let listener =
         tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
@@ -99,7 +107,7 @@ async fn serve(options: Options, dir: PathBuf, config: ModelConfig, names: Vec<S
         vision_batch: options.vision_batch,
         max_pages: options.max_pages,
     };
-    let jobs = engine::start(dir, options.adapters.clone(), options.device.clone(), settings, shared.clone())?;
+    let jobs = engine::start(dir, options.adapters.clone(), device, settings, shared.clone())?;
     let state = Arc::new(routes::AppState {
         shared: shared.clone(),
         jobs: Mutex::new(Some(jobs)),
