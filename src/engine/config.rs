@@ -106,9 +106,10 @@ impl ModelConfig {
         })
     }
 
-    /// The side of a page's visual-token grid: SAM's patches, then two stride-2 convolutions (S/64 for 16 px).
+    /// The side of a page's visual-token grid: SAM's patches, then the stride-2 compressor convolutions (S/64 for
+    /// 16 px patches and two convs).
     pub fn grid(&self) -> usize {
-        self.deepsynth.mode.size() as usize / (self.sam.patch_size * 4)
+        self.deepsynth.mode.size() as usize / self.sam.stride()
     }
 
     /// A document's pages as the model sees them (rendered text, or the image), padded to the mode's square,

@@ -141,6 +141,33 @@ impl Model {
         Ok(Tensor::stack(&tensors, 0)?)
     }
 
+    /// Each document's visual tokens from its pixels [pages, 3, S, S]: the pages of all documents go through the
+    /// vision encoder together, `vision_batch` at a time (bigger matrix products than one page after another).
+    /// `train` enables LoRA dropout.
+    pub fn visual_tokens_of(&self, documents: &[&Tensor], vision_batch: usize, train: bool) -> candle_core::Result<Vec<Tensor>> {
+        if documents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let all = Tensor::cat(documents, 0)?;
+        let pages = all.dim(0)?;
+        let mut tokens = Vec::new();
+        for start in (0..pages).step_by(vision_batch.max(1)) {
+            let chunk = all.narrow(0, start, vision_batch.min(pages - start))?;
+            tokens.push(self.vision.visual_tokens(&chunk, train)?);
+        }
+        let tokens = Tensor::cat(&tokens, 0)?;
+        let per_page = tokens.dim(0)? / pages;
+        let mut row = 0;
+        documents
+            .iter()
+            .map(|document| {
+                let len = document.dim(0)? * per_page;
+                row += len;
+                tokens.narrow(0, row - len, len)
+            })
+            .collect()
+    }
+
     /// Renders (if text), preprocesses and encodes a document.
     pub fn encode(&self, document: &Document) -> anyhow::Result<Encoded> {
         let start = Instant::now();

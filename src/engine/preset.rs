@@ -28,6 +28,9 @@ use crate::page::{Mode, RenderConfig};
 pub enum Preset {
     /// ~3M parameters: every part of the architecture at small widths; 512 px pages, 73 visual tokens.
     Tiny,
+    /// The tiny widths made to learn reading quickly on a CPU (the `configs/pretrain-tiny-*` recipe): 32 px
+    /// patches and one compressor conv, type twice as large; 512 px pages, 73 visual tokens of two characters each.
+    Reader,
     /// DeepSeek-OCR's released dimensions (3.3B parameters; written as bf16, about 6.7 GB).
     DeepseekOcr,
 }
@@ -50,6 +53,7 @@ impl Preset {
     pub fn config(self, instruction: InstructionChoice) -> ModelConfig {
         let mut config = match self {
             Preset::Tiny => tiny(),
+            Preset::Reader => reader(),
             Preset::DeepseekOcr => released(),
         };
         if instruction == InstructionChoice::Qwen2 {
@@ -71,7 +75,7 @@ impl Preset {
     /// Where the tokenizer puts `<image>`.
     fn image_id(self) -> u32 {
         match self {
-            Preset::Tiny => tokenizer::BYTE_LEVEL_IMAGE_ID,
+            Preset::Tiny | Preset::Reader => tokenizer::BYTE_LEVEL_IMAGE_ID,
             Preset::DeepseekOcr => RELEASED_IMAGE_ID,
         }
     }
@@ -79,7 +83,7 @@ impl Preset {
     /// The dtype the weights are written in.
     fn dtype(self) -> DType {
         match self {
-            Preset::Tiny => DType::F32,
+            Preset::Tiny | Preset::Reader => DType::F32,
             Preset::DeepseekOcr => DType::BF16,
         }
     }
@@ -173,6 +177,18 @@ fn tiny() -> ModelConfig {
         projector: ProjectorConfig { projector_type: "linear".into(), input_dim: 384, n_embed: 192 },
         deepsynth: DeepsynthConfig { mode: Mode::Tiny, render, ..DeepsynthConfig::default() },
     }
+}
+
+/// `tiny` with each visual token holding two characters of one line instead of ~4 characters of 2 lines: 32 px
+/// patches and a single stride-2 conv (SAM attends over 16x16 patches, 4x cheaper than tiny's 32x32; visual tokens
+/// still cover 64 px), type at 53 px per em (32 px a character) on 64 px lines from the page's corner, so that
+/// lines and visual-token rows coincide: 8 lines of 16 characters a page.
+fn reader() -> ModelConfig {
+    let mut config = tiny();
+    config.sam.patch_size = 32;
+    config.sam.downsample_channels = vec![192];
+    config.deepsynth.render = RenderConfig { width: 512, height: 512, font_size: 53.0, line_pitch: 64, margin: 0 };
+    config
 }
 
 /// Writes `config.json`, `tokenizer.json` and `model.safetensors` for `preset` into `output` (created if needed;

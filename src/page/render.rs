@@ -45,6 +45,11 @@ impl RenderConfig {
         (face.ascent + face.descent).ceil() as u32 + 1
     }
 
+    /// The advance of a character in pixels (every character of the monospaced font but wide ones).
+    pub fn char_width(&self) -> u32 {
+        Face::new(self.font_size).advance('M')
+    }
+
     fn validate(&self) -> Result<()> {
         ensure!(
             (1..=MAX_SIDE).contains(&self.width) && (1..=MAX_SIDE).contains(&self.height),

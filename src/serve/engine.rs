@@ -242,7 +242,7 @@ fn documents(
         .collect();
     let usable: Vec<(&(Key, Vec<usize>), &Tensor)> =
         missing.iter().zip(&pixels).filter_map(|(m, p)| p.as_ref().map(|p| (m, p))).collect();
-    let encoded = encode_pages(model, &usable.iter().map(|(_, p)| *p).collect::<Vec<_>>(), settings.vision_batch);
+    let encoded = model.visual_tokens_of(&usable.iter().map(|(_, p)| *p).collect::<Vec<_>>(), settings.vision_batch, false);
     let time = start.elapsed();
     match encoded {
         Ok(tokens) => {
@@ -264,30 +264,6 @@ fn documents(
         }
     }
     ready
-}
-
-/// Each document's visual tokens, running their pages through the vision encoder `vision_batch` at a time.
-fn encode_pages(model: &Model, documents: &[&Tensor], vision_batch: usize) -> anyhow::Result<Vec<Tensor>> {
-    if documents.is_empty() {
-        return Ok(Vec::new());
-    }
-    let all = Tensor::cat(documents, 0)?;
-    let pages = all.dim(0)?;
-    let mut tokens = Vec::new();
-    for start in (0..pages).step_by(vision_batch.max(1)) {
-        let chunk = all.narrow(0, start, vision_batch.min(pages - start))?;
-        tokens.push(model.vision.visual_tokens(&chunk, false)?);
-    }
-    let tokens = Tensor::cat(&tokens, 0)?;
-    let per_page = tokens.dim(0)? / pages;
-    let mut out = Vec::with_capacity(documents.len());
-    let mut row = 0;
-    for document in documents {
-        let len = document.dim(0)? * per_page;
-        out.push(tokens.narrow(0, row, len)?);
-        row += len;
-    }
-    Ok(out)
 }
 
 fn run_batch(model: &Model, variant: usize, jobs: Vec<Job>, settings: &EngineSettings, shared: &Shared) {

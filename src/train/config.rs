@@ -77,6 +77,10 @@ pub struct TrainConfig {
     pub train_vision: bool,
     /// Train the vision projector and the instruction projector fully (with any method).
     pub train_projector: bool,
+    /// Weight of an auxiliary loss that makes each visual token name the characters drawn in its cell (a linear
+    /// head trained alongside, kept out of the model); 0 turns it off. Needs train_vision or train_projector and
+    /// a model whose lines are one visual token apart (the reader preset).
+    pub glyph_loss_weight: f64,
 
     /// Answers longer than this many tokens are cut (the EOS target is kept).
     pub max_answer_tokens: usize,
@@ -129,6 +133,7 @@ impl Default for TrainConfig {
             trainable_modules: Vec::new(),
             train_vision: false,
             train_projector: false,
+            glyph_loss_weight: 0.0,
             max_answer_tokens: 64,
             max_instruction_tokens: 128,
             per_device_train_batch_size: 8,
@@ -196,6 +201,11 @@ impl TrainConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         ensure!(!self.model.is_empty(), "model: missing (a model directory, a Hub id, or a directory to init)");
         ensure!(!self.output_dir.as_os_str().is_empty(), "output_dir: missing");
+        ensure!(
+            self.glyph_loss_weight.is_finite() && self.glyph_loss_weight >= 0.0,
+            "glyph_loss_weight: {} must be 0 or more",
+            self.glyph_loss_weight
+        );
         ensure!(self.train_file.is_file(), "train_file: {} does not exist", self.train_file.display());
         if let Some(v) = &self.validation_file {
             ensure!(v.is_file(), "validation_file: {} does not exist", v.display());

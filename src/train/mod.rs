@@ -5,6 +5,7 @@
 //! very data and masks an uninterrupted run would have used.
 
 pub mod config;
+mod glyph;
 pub mod optim;
 pub mod params;
 pub mod plot;
@@ -61,6 +62,9 @@ pub struct LogEntry {
     pub eval_exact_match: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub eval_f1: Option<f64>,
+    /// Character error rate of the greedy answers, in percent (edits over reference characters, corpus-wide).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eval_cer: Option<f64>,
 }
 
 /// What a finished (or interrupted) run leaves.
@@ -84,6 +88,8 @@ pub struct Trainer {
     validation: Vec<Example>,
     /// Visual tokens per document text, when nothing on the vision side trains.
     visual_cache: Option<HashMap<String, Tensor>>,
+    /// The auxiliary glyph head (`glyph_loss_weight` > 0); its weight is also in `params`.
+    glyph: Option<glyph::GlyphHead>,
     pub state: TrainerState,
     total_steps: usize,
     warmup_steps: usize,
@@ -117,6 +123,14 @@ impl Trainer {
         let optimizer =
             AdamW::new(cfg.learning_rate, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_epsilon, cfg.weight_decay);
         let visual_cache = (!params::vision_trains(&cfg, &params)).then(HashMap::new);
+        let glyph = if cfg.glyph_loss_weight > 0.0 {
+            anyhow::ensure!(visual_cache.is_none(), "glyph_loss_weight: needs train_vision or train_projector");
+            let head = glyph::GlyphHead::new(&model, device)?;
+            params.push((glyph::NAME.to_string(), head.weight.clone()));
+            Some(head)
+        } else {
+            None
+        };
         let mut trainer = Self {
             state: TrainerState::new(total_steps, &params),
             cfg,
@@ -126,6 +140,7 @@ impl Trainer {
             train,
             validation,
             visual_cache,
+            glyph,
             total_steps,
             warmup_steps,
         };
@@ -147,33 +162,65 @@ impl Trainer {
         order[k % n]
     }
 
-    /// Visual tokens of a document (cached when the vision side is frozen).
-    fn visual(&mut self, text: &str, train: bool) -> anyhow::Result<Tensor> {
-        if let Some(cached) = self.visual_cache.as_ref().and_then(|c| c.get(text)) {
-            return Ok(cached.clone());
+    /// Visual tokens of each document (cached when the vision side is frozen); the uncached documents' pages go
+    /// through the vision encoder as one batch.
+    fn visuals(&mut self, texts: &[String], train: bool) -> anyhow::Result<Vec<Tensor>> {
+        let cached: Vec<Option<Tensor>> =
+            texts.iter().map(|t| self.visual_cache.as_ref().and_then(|c| c.get(t)).cloned()).collect();
+        let missing: Vec<usize> = (0..texts.len()).filter(|&i| cached[i].is_none()).collect();
+        let pixels = missing
+            .iter()
+            .map(|&i| self.model.pixels(&Document::Text(texts[i].clone())))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let pages: usize = pixels.iter().map(|p| p.dim(0)).sum::<candle_core::Result<usize>>()?;
+        let mut fresh = self.model.visual_tokens_of(&pixels.iter().collect::<Vec<_>>(), pages, train)?.into_iter();
+        let mut out = Vec::with_capacity(texts.len());
+        for (text, cached) in texts.iter().zip(cached) {
+            out.push(match cached {
+                Some(tokens) => tokens,
+                None => {
+                    let tokens = fresh.next().expect("one encoding per missing document");
+                    match &mut self.visual_cache {
+                        Some(cache) => {
+                            let tokens = tokens.detach();
+                            cache.insert(text.clone(), tokens.clone());
+                            tokens
+                        }
+                        None => tokens,
+                    }
+                }
+            });
         }
-        let pixels = self.model.pixels(&Document::Text(text.to_string()))?;
-        let tokens = self.model.vision.visual_tokens(&pixels, train)?;
-        if let Some(cache) = &mut self.visual_cache {
-            let tokens = tokens.detach();
-            cache.insert(text.to_string(), tokens.clone());
-            return Ok(tokens);
-        }
-        Ok(tokens)
+        Ok(out)
     }
 
     /// Mean cross-entropy over the answer tokens (and EOS) of `batch`; prompt, image and padding positions are
-    /// not scored. Returns the loss and the number of scored tokens.
-    fn loss(&mut self, batch: &[usize], validation: bool, train: bool) -> anyhow::Result<(Tensor, usize)> {
+    /// not scored. Returns the loss, the number of scored tokens, and in training with a glyph head its loss.
+    fn loss(
+        &mut self,
+        batch: &[usize],
+        validation: bool,
+        train: bool,
+    ) -> anyhow::Result<(Tensor, usize, Option<Tensor>)> {
         let mut rows = Vec::with_capacity(batch.len());
         let mut spans = Vec::with_capacity(batch.len());
         let mut targets = Vec::new();
-        for &i in batch {
-            let (text, instruction, answer_targets) = {
+        let examples = if validation { &self.validation } else { &self.train };
+        let texts: Vec<String> = batch.iter().map(|&i| examples[i].record.text.clone()).collect();
+        let visuals = self.visuals(&texts, train)?;
+        let glyph_loss = match (&self.glyph, train) {
+            (Some(head), true) => {
+                let targets =
+                    texts.iter().map(|t| head.targets(&self.model, t)).collect::<anyhow::Result<Vec<_>>>()?;
+                Some(head.loss(&visuals, &targets)?)
+            }
+            _ => None,
+        };
+        for (&i, visual) in batch.iter().zip(visuals) {
+            let (instruction, answer_targets) = {
                 let ex = if validation { &self.validation[i] } else { &self.train[i] };
-                (ex.record.text.clone(), ex.instruction.clone(), ex.targets.clone())
+                (ex.instruction.clone(), ex.targets.clone())
             };
-            let visual = self.visual(&text, train)?;
             let (prompt, _) = self.model.prompt(&visual, &instruction, train)?;
             let inputs = &answer_targets[..answer_targets.len() - 1];
             let row = if inputs.is_empty() {
@@ -209,7 +256,7 @@ impl Trainer {
         let logits = self.model.decoder.logits(&Tensor::cat(&scored, 0)?)?;
         let n = targets.len();
         let targets = Tensor::new(targets, self.model.device())?;
-        Ok((candle_nn::loss::cross_entropy(&logits, &targets)?, n))
+        Ok((candle_nn::loss::cross_entropy(&logits, &targets)?, n, glyph_loss))
     }
 
     /// The training examples of micro-step `micro` of optimiser step `step` (positions in the data stream).
@@ -228,9 +275,13 @@ impl Trainer {
         divide: usize,
     ) -> anyhow::Result<(f64, HashMap<String, Tensor>)> {
         dropout::seed(dropout_seed);
-        let (loss, _) = self.loss(batch, false, true)?;
+        let (loss, _, glyph_loss) = self.loss(batch, false, true)?;
         let value = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-        let store = (loss / divide as f64)?.backward()?;
+        let total = match glyph_loss {
+            Some(glyph) => (loss.to_dtype(DType::F32)? + (glyph * self.cfg.glyph_loss_weight)?)?,
+            None => loss,
+        };
+        let store = (total / divide as f64)?.backward()?;
         let grads =
             self.params.iter().filter_map(|(name, var)| store.get(var.as_tensor()).map(|g| (name.clone(), g.clone())));
         Ok((value, grads.collect()))
@@ -281,22 +332,23 @@ impl Trainer {
         let (mut total, mut tokens) = (0.0, 0);
         let indices: Vec<usize> = (0..self.validation.len()).collect();
         for batch in indices.chunks(self.cfg.per_device_train_batch_size) {
-            let (loss, n) = self.loss(batch, true, false)?;
+            let (loss, n, _) = self.loss(batch, true, false)?;
             total += f64::from(loss.to_scalar::<f32>()?) * n as f64;
             tokens += n;
         }
         let take = self.cfg.eval_generate_samples.min(self.validation.len());
         let (mut em, mut f1) = (0.0, 0.0);
+        let mut cer = crate::eval::cer::Counts::default();
         if take > 0 {
             let params = SamplingParams { max_new_tokens: self.cfg.max_answer_tokens, ..SamplingParams::default() };
             // The loss pass above encoded these documents already (cached while the vision side is frozen).
             let per_page = self.model.config.tokens_per_page();
-            let mut docs = Vec::with_capacity(take);
-            for i in 0..take {
-                let text = self.validation[i].record.text.clone();
-                let tokens = self.visual(&text, false)?;
-                docs.push(Encoded { pages: tokens.dim(0)? / per_page, tokens, time: Duration::ZERO });
-            }
+            let texts: Vec<String> = self.validation[..take].iter().map(|ex| ex.record.text.clone()).collect();
+            let docs = self
+                .visuals(&texts, false)?
+                .into_iter()
+                .map(|tokens| Ok(Encoded { pages: tokens.dim(0)? / per_page, tokens, time: Duration::ZERO }))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let requests: Vec<Request> = docs
                 .iter()
                 .zip(&self.validation)
@@ -309,6 +361,10 @@ impl Trainer {
                 for (answer, ex) in self.model.answer(chunk)?.iter().zip(examples) {
                     em += crate::eval::squad::exact_match(&answer.answer, &ex.record.answers);
                     f1 += crate::eval::squad::f1(&answer.answer, &ex.record.answers);
+                    if let Some(counts) = crate::eval::cer::best_gold(&answer.answer, &ex.record.answers) {
+                        cer.edits += counts.edits;
+                        cer.ref_len += counts.ref_len;
+                    }
                 }
             }
         }
@@ -318,6 +374,7 @@ impl Trainer {
             eval_loss: Some(total / tokens.max(1) as f64),
             eval_exact_match: (take > 0).then(|| 100.0 * em / take as f64),
             eval_f1: (take > 0).then(|| 100.0 * f1 / take as f64),
+            eval_cer: (take > 0).then(|| 100.0 * cer.rate()),
             loss: None,
             learning_rate: None,
             grad_norm: None,
@@ -359,6 +416,7 @@ impl Trainer {
                     eval_loss: None,
                     eval_exact_match: None,
                     eval_f1: None,
+                    eval_cer: None,
                 };
                 self.log(entry)?;
                 (window_loss, window_steps, window_start) = (0.0, 0, Instant::now());
@@ -376,7 +434,13 @@ impl Trainer {
                         entry.eval_loss.unwrap_or(f64::NAN),
                         entry
                             .eval_exact_match
-                            .map(|em| format!(", exact match {em:.1}, F1 {:.1}", entry.eval_f1.unwrap_or(0.0)))
+                            .map(|em| {
+                                format!(
+                                    ", exact match {em:.1}, F1 {:.1}, CER {:.1}",
+                                    entry.eval_f1.unwrap_or(0.0),
+                                    entry.eval_cer.unwrap_or(0.0)
+                                )
+                            })
                             .unwrap_or_default()
                     ));
                     self.log(entry)?;

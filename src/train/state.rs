@@ -151,7 +151,13 @@ fn write_dir(dir: &Path, fill: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyh
 /// LoRA pairs as a PEFT adapter; full tensors as a complete model directory (the base checkpoint with the
 /// trained tensors replaced, plus config and tokenizer), so a checkpoint works with `instruct --model`.
 fn save_weights(trainer: &Trainer, dir: &Path) -> anyhow::Result<()> {
-    let (lora_params, full): (Vec<_>, Vec<_>) = trainer.params.iter().partition(|(n, _)| n.contains(".lora_"));
+    let (head, params): (Vec<_>, Vec<_>) = trainer.params.iter().partition(|(n, _)| n == super::glyph::NAME);
+    if !head.is_empty() {
+        let tensors: HashMap<String, Tensor> =
+            head.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().to_device(&Device::Cpu)?))).collect::<candle_core::Result<_>>()?;
+        checkpoint::save_atomic(&tensors, &dir.join(super::glyph::FILE))?;
+    }
+    let (lora_params, full): (Vec<_>, Vec<_>) = params.into_iter().partition(|(n, _)| n.contains(".lora_"));
     if !lora_params.is_empty() {
         let lora = &trainer.cfg.lora;
         let cfg: AdapterConfig = serde_json::from_value(serde_json::json!({
@@ -178,7 +184,7 @@ fn save_weights(trainer: &Trainer, dir: &Path) -> anyhow::Result<()> {
 pub fn load_params(checkpoint: &Path, params: &Params) -> anyhow::Result<()> {
     let device = params.first().map(|(_, v)| v.device().clone()).unwrap_or(Device::Cpu);
     let mut stored = HashMap::new();
-    for (file, prefix) in [(ADAPTER_WEIGHTS, lora::KEY_PREFIX), (WEIGHTS, "")] {
+    for (file, prefix) in [(ADAPTER_WEIGHTS, lora::KEY_PREFIX), (WEIGHTS, ""), (super::glyph::FILE, "")] {
         let path = checkpoint.join(file);
         if path.is_file() {
             let tensors = candle_core::safetensors::load(&path, &device)

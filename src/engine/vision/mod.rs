@@ -44,10 +44,10 @@ impl DeepEncoder {
         self.page_tokens(&self.features(pixels, train)?, self.grid(pixels)?)
     }
 
-    /// The visual-token grid of pixels [P, 3, H, W]: SAM's patches, then the two stride-2 convolutions.
+    /// The visual-token grid of pixels [P, 3, H, W]: SAM's patches, then the stride-2 compressor convolutions.
     pub fn grid(&self, pixels: &Tensor) -> Result<(usize, usize)> {
         let (_, _, h, w) = pixels.dims4()?;
-        let step = self.sam.config().patch_size * 4;
+        let step = self.sam.config().stride();
         Ok((h / step, w / step))
     }
 

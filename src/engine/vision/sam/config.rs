@@ -112,6 +112,12 @@ impl SamConfig {
         (!self.global_attn_indexes.contains(&i)).then_some(self.window_size)
     }
 
+    /// Pixels per visual token along each side: the patch, halved in resolution by each compressor conv (64 for
+    /// DeepSeek-OCR's 16 px patches and two convs).
+    pub fn stride(&self) -> usize {
+        self.patch_size << self.downsample_channels.len()
+    }
+
     /// Channels of the encoder's output: the last compressor conv's (the neck's without a compressor).
     pub fn out_channels(&self) -> usize {
         self.downsample_channels.last().copied().unwrap_or(self.out_chans)
