@@ -275,3 +275,34 @@ fn merged_weights_differ_from_the_base_only_where_adapted() {
         assert_eq!(changed, name.ends_with("q_proj.weight"), "{name}");
     }
 }
+
+#[test]
+fn the_glyph_loss_trains_a_head_kept_out_of_the_model_and_restored_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "method = \"full\"\ntrain_vision = true\nglyph_loss_weight = 1.0\nmax_steps = 8\n\
+                 per_device_train_batch_size = 8\nlearning_rate = 2e-3\nlr_scheduler_type = \"constant\"\n";
+    let path = config(dir.path(), extra);
+    let text = std::fs::read_to_string(&path).unwrap().replace("init_preset = \"tiny\"", "init_preset = \"reader\"");
+    std::fs::write(&path, text).unwrap();
+    let mut t = Trainer::new(TrainConfig::from_file(&path).unwrap(), &Device::Cpu, None).unwrap();
+    // A raised stop flag ends the run after its first step, with a checkpoint.
+    assert!(t.run(&AtomicBool::new(true)).unwrap().interrupted);
+    let checkpoint = dir.path().join("out/checkpoint-1");
+    let head = candle_core::safetensors::load(checkpoint.join("glyph_head.safetensors"), &Device::Cpu).unwrap();
+    let weights = candle_core::safetensors::load(checkpoint.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert!(!weights.keys().any(|k| k.contains("glyph")), "the head stays out of the model's weights");
+
+    let mut resumed = Trainer::new(TrainConfig::from_file(&path).unwrap(), &Device::Cpu, Some(&checkpoint)).unwrap();
+    let (_, var) = resumed.params.iter().find(|(n, _)| n == "glyph_head.weight").unwrap();
+    let diff = (var.as_tensor() - &head["glyph_head.weight"]).unwrap().abs().unwrap().max_all().unwrap();
+    assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "the head is restored");
+    let outcome = resumed.run(&AtomicBool::new(false)).unwrap();
+    let glyph: Vec<f64> = outcome.state.log_history.iter().filter_map(|e| e.glyph_loss).collect();
+    assert_eq!(glyph.len(), 8, "every logged step has its glyph loss");
+    assert!(glyph[7] < glyph[0] * 0.9, "the glyph loss falls on repeated pages: {glyph:?}");
+
+    let tiny = tempfile::tempdir().unwrap();
+    let cfg = config(tiny.path(), "train_vision = true\nglyph_loss_weight = 1.0\n");
+    let err = fails(["train", "--config", cfg.to_str().unwrap()]);
+    assert!(err.contains("glyph_loss_weight"), "{err}");
+}

@@ -12,7 +12,7 @@ use crate::page;
 /// The head's weight name, and the file it is saved to in a checkpoint.
 pub const NAME: &str = "glyph_head.weight";
 pub const FILE: &str = "glyph_head.safetensors";
-/// Target of a slot whose character is not a single token (never scored).
+/// Target of a slot that is not scored: a row without text, or a character that is not a single token.
 const SKIP: u32 = u32::MAX;
 
 pub struct GlyphHead {
@@ -66,11 +66,13 @@ impl GlyphHead {
         let mut targets = Vec::new();
         for lines in page::layout(text, render)? {
             for r in 0..self.grid {
-                let line: Vec<char> = r.checked_sub(row0).and_then(|i| lines.get(i)).map_or(Vec::new(), |l| l.chars().collect());
+                // Rows without a line are not scored: blank cells would swamp the few that hold text.
+                let line: Option<Vec<char>> = r.checked_sub(row0).and_then(|i| lines.get(i)).map(|l| l.chars().collect());
                 for slot in 0..self.grid * self.per_cell {
-                    targets.push(match slot.checked_sub(col0).and_then(|j| line.get(j)) {
-                        Some(&c) => single_id(model, c)?.unwrap_or(SKIP),
-                        None => self.blank,
+                    targets.push(match (&line, slot.checked_sub(col0)) {
+                        (None, _) => SKIP,
+                        (Some(line), Some(j)) if j < line.len() => single_id(model, line[j])?.unwrap_or(SKIP),
+                        (Some(_), _) => self.blank,
                     });
                 }
             }
@@ -79,8 +81,9 @@ impl GlyphHead {
     }
 
     /// Mean cross-entropy of the head's predictions over the scored slots of documents' visual tokens
-    /// ([pages · tokens_per_page, hidden] each, `<image>` order) against their [`GlyphHead::targets`].
-    pub fn loss(&self, visuals: &[Tensor], targets: &[Vec<u32>]) -> anyhow::Result<Tensor> {
+    /// ([pages · tokens_per_page, hidden] each, `<image>` order) against their [`GlyphHead::targets`]; `None` when
+    /// no page of the batch has text.
+    pub fn loss(&self, visuals: &[Tensor], targets: &[Vec<u32>]) -> anyhow::Result<Option<Tensor>> {
         let device = self.weight.device();
         let per_page = self.grid * (self.grid + 1) + 1;
         let mut cells = Vec::new();
@@ -104,10 +107,13 @@ impl GlyphHead {
         let cells = Tensor::new(cells, device)?;
         let features = Tensor::cat(&rows, 0)?.index_select(&cells, 0)?;
         let logits = features.matmul(&self.weight.as_tensor().t()?)?.reshape(((), self.vocab))?;
+        if scored_targets.iter().all(|&t| t == SKIP) {
+            return Ok(None);
+        }
         let keep: Vec<u32> = (0..scored_targets.len() as u32).filter(|&i| scored_targets[i as usize] != SKIP).collect();
         let kept: Vec<u32> = keep.iter().map(|&i| scored_targets[i as usize]).collect();
         let logits = logits.index_select(&Tensor::new(keep, device)?, 0)?;
-        Ok(candle_nn::loss::cross_entropy(&logits, &Tensor::new(kept, device)?)?)
+        Ok(Some(candle_nn::loss::cross_entropy(&logits, &Tensor::new(kept, device)?)?))
     }
 }
 
@@ -115,4 +121,36 @@ impl GlyphHead {
 fn single_id(model: &Model, c: char) -> anyhow::Result<Option<u32>> {
     let ids = model.tokenizer.encode(c.encode_utf8(&mut [0; 4]))?;
     Ok((ids.len() == 1).then(|| ids[0]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::preset::{self, InstructionChoice, Preset};
+
+    #[test]
+    fn targets_follow_the_reader_page_grid() {
+        let dir = tempfile::tempdir().unwrap();
+        preset::init(Preset::Reader, InstructionChoice::Prompt, dir.path(), 0).unwrap();
+        let model = Model::load(dir.path(), &Device::Cpu).unwrap();
+        let head = GlyphHead::new(&model, &Device::Cpu).unwrap();
+        let targets = head.targets(&model, "AB\nC").unwrap();
+        // 8x8 visual tokens of two characters each: 16 slots a row.
+        assert_eq!(targets.len(), 8 * 8 * 2);
+        let id = |c: char| single_id(&model, c).unwrap().unwrap();
+        let blank = id(' ');
+        let mut row0 = vec![blank; 16];
+        row0[..2].copy_from_slice(&[id('A'), id('B')]);
+        let mut row1 = vec![blank; 16];
+        row1[0] = id('C');
+        assert_eq!(&targets[..16], &row0[..]);
+        assert_eq!(&targets[16..32], &row1[..]);
+        assert!(targets[32..].iter().all(|&t| t == SKIP), "rows without text are not scored");
+
+        // The tiny preset's tokens hold parts of two lines: no head for it.
+        let tiny = dir.path().join("tiny");
+        preset::init(Preset::Tiny, InstructionChoice::Prompt, &tiny, 0).unwrap();
+        let err = GlyphHead::new(&Model::load(&tiny, &Device::Cpu).unwrap(), &Device::Cpu).err().unwrap();
+        assert!(format!("{err:#}").contains("glyph_loss_weight"), "{err:#}");
+    }
 }

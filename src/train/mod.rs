@@ -62,6 +62,9 @@ pub struct LogEntry {
     pub eval_exact_match: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub eval_f1: Option<f64>,
+    /// The auxiliary glyph loss over the logging window (`glyph_loss_weight`), unweighted.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub glyph_loss: Option<f64>,
     /// Character error rate of the greedy answers, in percent (edits over reference characters, corpus-wide).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub eval_cer: Option<f64>,
@@ -90,6 +93,8 @@ pub struct Trainer {
     visual_cache: Option<HashMap<String, Tensor>>,
     /// The auxiliary glyph head (`glyph_loss_weight` > 0); its weight is also in `params`.
     glyph: Option<glyph::GlyphHead>,
+    /// Sum and count of glyph losses since the last log line.
+    glyph_window: (f64, usize),
     pub state: TrainerState,
     total_steps: usize,
     warmup_steps: usize,
@@ -141,6 +146,7 @@ impl Trainer {
             validation,
             visual_cache,
             glyph,
+            glyph_window: (0.0, 0),
             total_steps,
             warmup_steps,
         };
@@ -212,7 +218,7 @@ impl Trainer {
             (Some(head), true) => {
                 let targets =
                     texts.iter().map(|t| head.targets(&self.model, t)).collect::<anyhow::Result<Vec<_>>>()?;
-                Some(head.loss(&visuals, &targets)?)
+                head.loss(&visuals, &targets)?
             }
             _ => None,
         };
@@ -278,7 +284,11 @@ impl Trainer {
         let (loss, _, glyph_loss) = self.loss(batch, false, true)?;
         let value = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
         let total = match glyph_loss {
-            Some(glyph) => (loss.to_dtype(DType::F32)? + (glyph * self.cfg.glyph_loss_weight)?)?,
+            Some(glyph) => {
+                self.glyph_window.0 += f64::from(glyph.to_scalar::<f32>()?);
+                self.glyph_window.1 += 1;
+                (loss.to_dtype(DType::F32)? + (glyph * self.cfg.glyph_loss_weight)?)?
+            }
             None => loss,
         };
         let store = (total / divide as f64)?.backward()?;
@@ -375,6 +385,7 @@ impl Trainer {
             eval_exact_match: (take > 0).then(|| 100.0 * em / take as f64),
             eval_f1: (take > 0).then(|| 100.0 * f1 / take as f64),
             eval_cer: (take > 0).then(|| 100.0 * cer.rate()),
+            glyph_loss: None,
             loss: None,
             learning_rate: None,
             grad_norm: None,
@@ -410,6 +421,10 @@ impl Trainer {
                     step,
                     epoch: self.epoch(),
                     loss: Some(window_loss / window_steps as f64),
+                    glyph_loss: match std::mem::take(&mut self.glyph_window) {
+                        (_, 0) => None,
+                        (sum, n) => Some(sum / n as f64),
+                    },
                     learning_rate: Some(lr),
                     grad_norm: Some(norm),
                     samples_per_second: Some((window_steps * per_step) as f64 / seconds.max(1e-9)),
