@@ -144,7 +144,12 @@ impl Model {
     /// Each document's visual tokens from its pixels [pages, 3, S, S]: the pages of all documents go through the
     /// vision encoder together, `vision_batch` at a time (bigger matrix products than one page after another).
     /// `train` enables LoRA dropout.
-    pub fn visual_tokens_of(&self, documents: &[&Tensor], vision_batch: usize, train: bool) -> candle_core::Result<Vec<Tensor>> {
+    pub fn visual_tokens_of(
+        &self,
+        documents: &[&Tensor],
+        vision_batch: usize,
+        train: bool,
+    ) -> candle_core::Result<Vec<Tensor>> {
         if documents.is_empty() {
             return Ok(Vec::new());
         }

@@ -242,7 +242,8 @@ fn documents(
         .collect();
     let usable: Vec<(&(Key, Vec<usize>), &Tensor)> =
         missing.iter().zip(&pixels).filter_map(|(m, p)| p.as_ref().map(|p| (m, p))).collect();
-    let encoded = model.visual_tokens_of(&usable.iter().map(|(_, p)| *p).collect::<Vec<_>>(), settings.vision_batch, false);
+    let encoded =
+        model.visual_tokens_of(&usable.iter().map(|(_, p)| *p).collect::<Vec<_>>(), settings.vision_batch, false);
     let time = start.elapsed();
     match encoded {
         Ok(tokens) => {

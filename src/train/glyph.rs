@@ -40,8 +40,8 @@ impl GlyphHead {
             render.width == size
                 && render.height == size
                 && render.line_pitch == stride
-                && render.margin % stride == 0
-                && stride % char_width == 0,
+                && render.margin.is_multiple_of(stride)
+                && stride.is_multiple_of(char_width),
             "glyph_loss_weight needs pages of {size} px whose lines are one visual token ({stride} px) apart, with \
              margins on the token grid and a whole number of characters per token; this model draws {}x{} pages, \
              {} px lines, {} px margins, {char_width} px characters (the reader preset fits)",
@@ -67,7 +67,8 @@ impl GlyphHead {
         for lines in page::layout(text, render)? {
             for r in 0..self.grid {
                 // Rows without a line are not scored: blank cells would swamp the few that hold text.
-                let line: Option<Vec<char>> = r.checked_sub(row0).and_then(|i| lines.get(i)).map(|l| l.chars().collect());
+                let line: Option<Vec<char>> =
+                    r.checked_sub(row0).and_then(|i| lines.get(i)).map(|l| l.chars().collect());
                 for slot in 0..self.grid * self.per_cell {
                     targets.push(match (&line, slot.checked_sub(col0)) {
                         (None, _) => SKIP,
@@ -91,7 +92,10 @@ impl GlyphHead {
         let mut rows = Vec::new();
         for (b, (visual, doc_targets)) in visuals.iter().zip(targets).enumerate() {
             let pages = visual.dim(0)? / per_page;
-            ensure!(doc_targets.len() == pages * self.grid * self.grid * self.per_cell, "glyph targets do not match the pages");
+            ensure!(
+                doc_targets.len() == pages * self.grid * self.grid * self.per_cell,
+                "glyph targets do not match the pages"
+            );
             rows.push(visual.to_dtype(DType::F32)?);
             let offset: usize = rows[..b].iter().map(|r| r.dim(0)).sum::<candle_core::Result<usize>>()?;
             for p in 0..pages {
@@ -139,9 +143,9 @@ mod tests {
         assert_eq!(targets.len(), 8 * 8 * 2);
         let id = |c: char| single_id(&model, c).unwrap().unwrap();
         let blank = id(' ');
-        let mut row0 = vec![blank; 16];
+        let mut row0 = [blank; 16];
         row0[..2].copy_from_slice(&[id('A'), id('B')]);
-        let mut row1 = vec![blank; 16];
+        let mut row1 = [blank; 16];
         row1[0] = id('C');
         assert_eq!(&targets[..16], &row0[..]);
         assert_eq!(&targets[16..32], &row1[..]);

@@ -216,8 +216,7 @@ impl Trainer {
         let visuals = self.visuals(&texts, train)?;
         let glyph_loss = match (&self.glyph, train) {
             (Some(head), true) => {
-                let targets =
-                    texts.iter().map(|t| head.targets(&self.model, t)).collect::<anyhow::Result<Vec<_>>>()?;
+                let targets = texts.iter().map(|t| head.targets(&self.model, t)).collect::<anyhow::Result<Vec<_>>>()?;
                 head.loss(&visuals, &targets)?
             }
             _ => None,

@@ -153,8 +153,10 @@ fn write_dir(dir: &Path, fill: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyh
 fn save_weights(trainer: &Trainer, dir: &Path) -> anyhow::Result<()> {
     let (head, params): (Vec<_>, Vec<_>) = trainer.params.iter().partition(|(n, _)| n == super::glyph::NAME);
     if !head.is_empty() {
-        let tensors: HashMap<String, Tensor> =
-            head.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().to_device(&Device::Cpu)?))).collect::<candle_core::Result<_>>()?;
+        let tensors: HashMap<String, Tensor> = head
+            .iter()
+            .map(|(n, v)| Ok((n.clone(), v.as_tensor().to_device(&Device::Cpu)?)))
+            .collect::<candle_core::Result<_>>()?;
         checkpoint::save_atomic(&tensors, &dir.join(super::glyph::FILE))?;
     }
     let (lora_params, full): (Vec<_>, Vec<_>) = params.into_iter().partition(|(n, _)| n.contains(".lora_"));
