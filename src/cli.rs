@@ -430,7 +430,8 @@ pub struct SynthArgs {
     /// Seed (the same seed gives the same cards).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// qa: one question per card; ocr: "Free OCR." with the whole card as the answer.
+    /// qa: one question per card; ocr: "Free OCR." with the whole card as the answer; glyphs: "Free OCR." of
+    /// lines of random letters and digits (no keys; --min/--max-fields count its lines).
     #[arg(long, value_enum, default_value_t = Task::Qa)]
     pub task: Task,
     /// pools: names, cities and colours from small lists; random: every value fresh random letters (years and

@@ -20,6 +20,7 @@ const CITIES: [&str; 24] = [
 ];
 const COLOURS: [&str; 12] =
     ["red", "blue", "green", "amber", "violet", "black", "white", "grey", "teal", "pink", "brown", "gold"];
+const GLYPHS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const CODE_CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 
 /// The kinds of fact a card holds, in the order of their keys.
@@ -101,6 +102,8 @@ pub enum Task {
     Qa,
     /// "Free OCR." with the whole card as the answer.
     Ocr,
+    /// "Free OCR." of lines of 2-16 random letters and digits (no keys: only reading lowers the loss).
+    Glyphs,
 }
 
 /// Where names, cities and colours come from.
@@ -130,18 +133,29 @@ pub fn generate_sized(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..count)
         .map(|i| {
+            let id = format!("synth-{seed}-{i}");
+            if task == Task::Glyphs {
+                let lines = rng.random_range(fields_range.clone());
+                let text = (0..lines)
+                    .map(|_| {
+                        let len = rng.random_range(2..=16);
+                        (0..len).map(|_| char::from(*GLYPHS.choose(&mut rng).expect("non-empty"))).collect::<String>()
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                return Record::new(id, "synth", text.clone(), "Free OCR.", vec![text]);
+            }
             let mut fields = Field::ALL.to_vec();
             fields.shuffle(&mut rng);
             fields.truncate(rng.random_range(fields_range.clone()));
             let values: Vec<(Field, String)> = fields.iter().map(|&f| (f, f.value(&mut rng, source))).collect();
             let text = values.iter().map(|(f, v)| format!("{}: {v}", f.key())).collect::<Vec<_>>().join("\n");
-            let id = format!("synth-{seed}-{i}");
             match task {
                 Task::Qa => {
                     let (field, value) = values.choose(&mut rng).expect("at least 1 field").clone();
                     Record::new(id, "synth", text, question(field), vec![value])
                 }
-                Task::Ocr => Record::new(id, "synth", text.clone(), "Free OCR.", vec![text]),
+                Task::Ocr | Task::Glyphs => Record::new(id, "synth", text.clone(), "Free OCR.", vec![text]),
             }
         })
         .collect()
@@ -173,6 +187,14 @@ mod tests {
         let sizes: std::collections::BTreeSet<usize> =
             generate_sized(200, 2, Task::Qa, Values::Pools, 2..=4).iter().map(|r| r.text.lines().count()).collect();
         assert_eq!(sizes.into_iter().collect::<Vec<_>>(), [2, 3, 4]);
+        let glyphs = generate_sized(100, 2, Task::Glyphs, Values::Random, 1..=2);
+        for r in &glyphs {
+            assert!(r.answer == r.text && r.instruction == "Free OCR." && (1..=2).contains(&r.text.lines().count()));
+            assert!(r
+                .text
+                .lines()
+                .all(|l| (2..=16).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric())));
+        }
     }
 
     #[test]
