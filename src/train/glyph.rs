@@ -108,12 +108,12 @@ impl GlyphHead {
             }
             scored_targets.extend_from_slice(doc_targets);
         }
-        let cells = Tensor::new(cells, device)?;
-        let features = Tensor::cat(&rows, 0)?.index_select(&cells, 0)?;
-        let logits = features.matmul(&self.weight.as_tensor().t()?)?.reshape(((), self.vocab))?;
         if scored_targets.iter().all(|&t| t == SKIP) {
             return Ok(None);
         }
+        let cells = Tensor::new(cells, device)?;
+        let features = Tensor::cat(&rows, 0)?.index_select(&cells, 0)?;
+        let logits = features.matmul(&self.weight.as_tensor().t()?)?.reshape(((), self.vocab))?;
         let keep: Vec<u32> = (0..scored_targets.len() as u32).filter(|&i| scored_targets[i as usize] != SKIP).collect();
         let kept: Vec<u32> = keep.iter().map(|&i| scored_targets[i as usize]).collect();
         let logits = logits.index_select(&Tensor::new(keep, device)?, 0)?;
