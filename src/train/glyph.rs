@@ -22,6 +22,9 @@ pub struct GlyphHead {
     per_cell: usize,
     /// Visual tokens per page side.
     grid: usize,
+    /// Token rows and character columns the page margin takes.
+    row0: usize,
+    col0: usize,
     /// Blank cells' (and lines' ends') target: the space.
     blank: u32,
     vocab: usize,
@@ -55,16 +58,15 @@ impl GlyphHead {
         let vocab = cfg.decoder.vocab_size;
         let hidden = cfg.decoder.hidden_size;
         let weight = Var::from_tensor(&(Tensor::randn(0f32, 0.02, (per_cell * vocab, hidden), device)?))?;
-        Ok(Self { weight, per_cell, grid: cfg.grid(), blank, vocab })
+        let (row0, col0) = ((render.margin / stride) as usize, (render.margin / char_width) as usize);
+        Ok(Self { weight, per_cell, grid: cfg.grid(), row0, col0, blank, vocab })
     }
 
     /// Each cell's characters, page after page, row by row: [pages · grid² · per_cell] token ids.
     pub fn targets(&self, model: &Model, text: &str) -> anyhow::Result<Vec<u32>> {
-        let render = &model.config.deepsynth.render;
-        let stride = model.config.sam.stride() as u32;
-        let (row0, col0) = ((render.margin / stride) as usize, (render.margin / render.char_width()) as usize);
+        let (row0, col0) = (self.row0, self.col0);
         let mut targets = Vec::new();
-        for lines in page::layout(text, render)? {
+        for lines in page::layout(text, &model.config.deepsynth.render)? {
             for r in 0..self.grid {
                 // Rows without a line are not scored: blank cells would swamp the few that hold text.
                 let line: Option<Vec<char>> =
@@ -90,14 +92,14 @@ impl GlyphHead {
         let mut cells = Vec::new();
         let mut scored_targets = Vec::new();
         let mut rows = Vec::new();
-        for (b, (visual, doc_targets)) in visuals.iter().zip(targets).enumerate() {
+        let mut offset = 0;
+        for (visual, doc_targets) in visuals.iter().zip(targets) {
             let pages = visual.dim(0)? / per_page;
             ensure!(
                 doc_targets.len() == pages * self.grid * self.grid * self.per_cell,
                 "glyph targets do not match the pages"
             );
             rows.push(visual.to_dtype(DType::F32)?);
-            let offset: usize = rows[..b].iter().map(|r| r.dim(0)).sum::<candle_core::Result<usize>>()?;
             for p in 0..pages {
                 for r in 0..self.grid {
                     for c in 0..self.grid {
@@ -107,6 +109,7 @@ impl GlyphHead {
                 }
             }
             scored_targets.extend_from_slice(doc_targets);
+            offset += visual.dim(0)?;
         }
         if scored_targets.iter().all(|&t| t == SKIP) {
             return Ok(None);

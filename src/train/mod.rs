@@ -212,7 +212,10 @@ impl Trainer {
         let mut spans = Vec::with_capacity(batch.len());
         let mut targets = Vec::new();
         let examples = if validation { &self.validation } else { &self.train };
-        let texts: Vec<String> = batch.iter().map(|&i| examples[i].record.text.clone()).collect();
+        let (texts, asks): (Vec<String>, Vec<(String, Vec<u32>)>) = batch
+            .iter()
+            .map(|&i| (examples[i].record.text.clone(), (examples[i].instruction.clone(), examples[i].targets.clone())))
+            .unzip();
         let visuals = self.visuals(&texts, train)?;
         let glyph_loss = match (&self.glyph, train) {
             (Some(head), true) => {
@@ -221,11 +224,7 @@ impl Trainer {
             }
             _ => None,
         };
-        for (&i, visual) in batch.iter().zip(visuals) {
-            let (instruction, answer_targets) = {
-                let ex = if validation { &self.validation[i] } else { &self.train[i] };
-                (ex.instruction.clone(), ex.targets.clone())
-            };
+        for ((instruction, answer_targets), visual) in asks.into_iter().zip(visuals) {
             let (prompt, _) = self.model.prompt(&visual, &instruction, train)?;
             let inputs = &answer_targets[..answer_targets.len() - 1];
             let row = if inputs.is_empty() {
