@@ -3,12 +3,13 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use candle_core::DType;
 use clap::{Args, Parser, Subcommand};
 
 use crate::data::convert::{self, ConvertOptions, Dataset, OnError};
 use crate::data::mix::{self, WeightedInput};
 use crate::data::split::{self, Fractions};
-use crate::data::synth::{self, Task, Values};
+use crate::data::synth::{self, Card, Task, Values};
 use crate::data::validate::{self, Limits};
 use crate::engine::model::{self, Document, Model};
 use crate::engine::preset::{self, InstructionChoice, Preset};
@@ -59,6 +60,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Merge a LoRA adapter into its base model's weights.
     Merge(MergeArgs),
+    /// Rewrite a model directory with its weights in another dtype (bf16 halves an f32 checkpoint).
+    Cast(CastArgs),
     /// Run the whole pipeline on bundled data with a tiny model, on the CPU, in minutes.
     Quickstart(QuickstartArgs),
 }
@@ -343,6 +346,26 @@ pub struct MergeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CastArgs {
+    /// Model directory.
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// The dtype to store floating-point weights in.
+    #[arg(long, value_enum)]
+    pub dtype: CastDtype,
+    /// Output model directory (config.json, tokenizer.json, model.safetensors).
+    #[arg(long, short)]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CastDtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+#[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  deepsynth eval --predictions predictions.jsonl --references dev.jsonl\n  \
                         deepsynth eval --model tiny --dataset dev.jsonl --json\n\
                         EM and F1 are the official SQuAD v2 script's, ROUGE-L rouge-score's, BLEU sacrebleu's \
@@ -438,6 +461,10 @@ pub struct SynthArgs {
     /// codes are always fresh).
     #[arg(long, value_enum, default_value_t = Values::Pools)]
     pub values: Values,
+    /// person: Name, City, Colour, Year, Code; ticket: Flight, Gate, Seat, Zone (always random values; keys a model
+    /// trained on person cards has never seen).
+    #[arg(long, value_enum, default_value_t = Card::Person)]
+    pub card: Card,
     /// Lines a card has, at least (1-5).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub min_fields: u8,
@@ -557,6 +584,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => run_serve(args),
         Command::Inspect(args) => run_inspect(args),
         Command::Merge(args) => run_merge(args),
+        Command::Cast(args) => run_cast(args),
         Command::Quickstart(args) => quickstart::run(&quickstart::Options {
             output: args.output,
             steps: args.steps,
@@ -678,6 +706,17 @@ fn run_merge(args: MergeArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_cast(args: CastArgs) -> Result<()> {
+    let dtype = match args.dtype {
+        CastDtype::F32 => DType::F32,
+        CastDtype::F16 => DType::F16,
+        CastDtype::Bf16 => DType::BF16,
+    };
+    let changed = checkpoint::cast(&args.model, &args.output, dtype)?;
+    eprintln!("deepsynth cast: {changed} tensors stored as {dtype:?} -> {}", args.output.display());
+    Ok(())
+}
+
 fn run_eval(args: EvalArgs) -> Result<()> {
     let generate = match (args.model, args.dataset) {
         (Some(model), Some(dataset)) => Some(eval::Generate {
@@ -732,7 +771,7 @@ fn run_synth(args: SynthArgs) -> Result<()> {
     let records = {
         anyhow::ensure!(args.min_fields <= args.max_fields, "--min-fields is above --max-fields");
         let fields = usize::from(args.min_fields)..=usize::from(args.max_fields);
-        synth::generate_sized(args.count, args.seed, args.task, args.values, fields)
+        synth::generate_sized(args.count, args.seed, args.task, args.values, args.card, fields)
     };
     let mut writer = crate::data::io::JsonlWriter::create(&args.output)?;
     for record in records {

@@ -159,8 +159,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         "\nWhat this shows: the pipeline end to end, and what a {}-parameter model learns from scratch in minutes on \
          a CPU: the loss falls and answers take the asked kind ({:.0}% -> {:.0}% of answers), but it does not yet \
          read the page (exact match {:.0}% -> {:.0}%). A model that reads needs a pretrained checkpoint plus LoRA \
-         (e.g. deepseek-ai/DeepSeek-OCR with `train` method = \"lora\"), or a longer pretraining run (OCR \
-         transcription first: `deepsynth data synth --task ocr`).",
+         (e.g. deepseek-ai/DeepSeek-OCR with `train` method = \"lora\"), or a longer pretraining run (the \
+         reading recipe in configs/pretrain-tiny-*.toml: transcription first, then questions; BENCHMARKS.md).",
         format_params(parameters),
         before.kind,
         after.kind,

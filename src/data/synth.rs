@@ -2,6 +2,8 @@
 //! order; the question asks for one key, whose value can only be read from the page. Names, cities and colours
 //! come from pools (a model can learn the kind of answer); years and codes are fresh random values (only reading
 //! gets them right). `ocr` records ask for the whole card ("Free OCR."), the dense supervision that teaches reading.
+//! Person cards are what the reading recipe trains on (configs/pretrain-tiny-qa.toml); ticket cards have keys such a
+//! model never saw: a new kind of document, for fine-tuning it.
 
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
@@ -23,7 +25,7 @@ const COLOURS: [&str; 12] =
 const GLYPHS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const CODE_CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 
-/// The kinds of fact a card holds, in the order of their keys.
+/// The kinds of fact a card holds: a person card's, then a ticket card's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
     Name,
@@ -31,10 +33,44 @@ pub enum Field {
     Colour,
     Year,
     Code,
+    Flight,
+    Gate,
+    Seat,
+    Zone,
+}
+
+/// What a card is about: which fields it draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Card {
+    /// Name, City, Colour, Year, Code.
+    #[default]
+    Person,
+    /// Flight, Gate, Seat, Zone (always random values).
+    Ticket,
+}
+
+impl Card {
+    fn fields(self) -> &'static [Field] {
+        match self {
+            Card::Person => &[Field::Name, Field::City, Field::Colour, Field::Year, Field::Code],
+            Card::Ticket => &[Field::Flight, Field::Gate, Field::Seat, Field::Zone],
+        }
+    }
 }
 
 impl Field {
-    const ALL: [Field; 5] = [Field::Name, Field::City, Field::Colour, Field::Year, Field::Code];
+    const ALL: [Field; 9] = [
+        Field::Name,
+        Field::City,
+        Field::Colour,
+        Field::Year,
+        Field::Code,
+        Field::Flight,
+        Field::Gate,
+        Field::Seat,
+        Field::Zone,
+    ];
 
     fn key(self) -> &'static str {
         match self {
@@ -43,6 +79,10 @@ impl Field {
             Field::Colour => "Colour",
             Field::Year => "Year",
             Field::Code => "Code",
+            Field::Flight => "Flight",
+            Field::Gate => "Gate",
+            Field::Seat => "Seat",
+            Field::Zone => "Zone",
         }
     }
 
@@ -69,6 +109,13 @@ impl Field {
             (Field::Colour, Values::Random) => word(rng, 3..=6, false),
             (Field::Year, _) => rng.random_range(1900..2030).to_string(),
             (Field::Code, _) => (0..4).map(|_| char::from(*CODE_CHARS.choose(rng).expect("non-empty"))).collect(),
+            (Field::Flight, _) => {
+                let airline: String = (0..2).map(|_| char::from(b'A' + rng.random_range(0..26u8))).collect();
+                format!("{airline}{}", rng.random_range(10..10000))
+            }
+            (Field::Gate, _) => format!("{}{}", char::from(b'A' + rng.random_range(0..8u8)), rng.random_range(1..40)),
+            (Field::Seat, _) => format!("{}{}", rng.random_range(1..40), char::from(b'A' + rng.random_range(0..6u8))),
+            (Field::Zone, _) => format!("{}{}", char::from(b'A' + rng.random_range(0..26u8)), rng.random_range(1..10)),
         }
     }
 
@@ -86,8 +133,18 @@ impl Field {
             Field::Colour => COLOURS.contains(&answer),
             Field::Year => answer.len() == 4 && answer.bytes().all(|b| b.is_ascii_digit()),
             Field::Code => answer.len() == 4 && answer.bytes().all(|b| CODE_CHARS.contains(&b)),
+            Field::Flight => {
+                let (airline, number) = answer.split_at(answer.len().min(2));
+                airline.bytes().all(|b| b.is_ascii_uppercase()) && (2..=4).contains(&number.len()) && digits(number)
+            }
+            Field::Gate | Field::Zone => answer.strip_prefix(|c: char| c.is_ascii_uppercase()).is_some_and(digits),
+            Field::Seat => answer.strip_suffix(|c: char| c.is_ascii_uppercase()).is_some_and(digits),
         }
     }
+}
+
+fn digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn question(field: Field) -> String {
@@ -117,17 +174,19 @@ pub enum Values {
     Random,
 }
 
-/// `count` records from `seed`: cards of 3-5 fields in random order.
+/// `count` records from `seed`: person cards of 3-5 fields in random order.
 pub fn generate(count: usize, seed: u64, task: Task, source: Values) -> Vec<Record> {
-    generate_sized(count, seed, task, source, 3..=5)
+    generate_sized(count, seed, task, source, Card::Person, 3..=5)
 }
 
-/// [`generate`] with `fields` lines a card (1 to 5; short cards first is a reading curriculum).
+/// [`generate`] for `card`s with `fields` lines a card (1 to 5, at most the card's fields; short cards first is a
+/// reading curriculum).
 pub fn generate_sized(
     count: usize,
     seed: u64,
     task: Task,
     source: Values,
+    card: Card,
     fields_range: std::ops::RangeInclusive<usize>,
 ) -> Vec<Record> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -145,7 +204,7 @@ pub fn generate_sized(
                     .join("\n");
                 return Record::new(id, "synth", text.clone(), "Free OCR.", vec![text]);
             }
-            let mut fields = Field::ALL.to_vec();
+            let mut fields = card.fields().to_vec();
             fields.shuffle(&mut rng);
             fields.truncate(rng.random_range(fields_range.clone()));
             let values: Vec<(Field, String)> = fields.iter().map(|&f| (f, f.value(&mut rng, source))).collect();
@@ -182,12 +241,15 @@ mod tests {
 
     #[test]
     fn card_sizes_follow_the_range() {
-        let one = generate_sized(50, 2, Task::Ocr, Values::Random, 1..=1);
+        let one = generate_sized(50, 2, Task::Ocr, Values::Random, Card::Person, 1..=1);
         assert!(one.iter().all(|r| r.text.lines().count() == 1 && r.answer == r.text));
         let sizes: std::collections::BTreeSet<usize> =
-            generate_sized(200, 2, Task::Qa, Values::Pools, 2..=4).iter().map(|r| r.text.lines().count()).collect();
+            generate_sized(200, 2, Task::Qa, Values::Pools, Card::Person, 2..=4)
+                .iter()
+                .map(|r| r.text.lines().count())
+                .collect();
         assert_eq!(sizes.into_iter().collect::<Vec<_>>(), [2, 3, 4]);
-        let glyphs = generate_sized(100, 2, Task::Glyphs, Values::Random, 1..=2);
+        let glyphs = generate_sized(100, 2, Task::Glyphs, Values::Random, Card::Person, 1..=2);
         for r in &glyphs {
             assert!(r.answer == r.text && r.instruction == "Free OCR." && (1..=2).contains(&r.text.lines().count()));
             assert!(r
@@ -215,5 +277,20 @@ mod tests {
         assert!(Field::Year.accepts("1987") && !Field::Year.accepts("Oslo"));
         assert!(Field::City.accepts("Oslo") && !Field::City.accepts("Ada"));
         assert!(Field::Code.accepts("K7Q2") && !Field::Code.accepts("k7q2"));
+        assert!(Field::Flight.accepts("KL1234") && !Field::Flight.accepts("K7"));
+        assert!(Field::Seat.accepts("23C") && !Field::Seat.accepts("C23") && Field::Gate.accepts("C23"));
+    }
+
+    #[test]
+    fn ticket_cards_ask_about_their_own_fields() {
+        let records = generate_sized(200, 6, Task::Qa, Values::Pools, Card::Ticket, 3..=5);
+        for r in &records {
+            let field = Field::asked_in(&r.instruction).expect("a known question");
+            assert!(Card::Ticket.fields().contains(&field), "{r:?}");
+            assert!(field.accepts(&r.answer), "{r:?}");
+            assert!(r.text.lines().any(|line| line == format!("{}: {}", field.key(), r.answer)), "{r:?}");
+            // The bundled reader's page holds 16 characters a line.
+            assert!(r.text.lines().all(|l| l.len() <= 16) && (3..=4).contains(&r.text.lines().count()), "{r:?}");
+        }
     }
 }

@@ -156,6 +156,21 @@ pub fn write_model_dir(base: &Path, output: &Path, tensors: &HashMap<String, Ten
     save_atomic(tensors, &output.join(WEIGHTS))
 }
 
+/// `deepsynth cast`: writes `output` as `model_dir` with its floating-point weights stored in `dtype` (bf16 halves
+/// an f32 checkpoint; loading converts back to the compute dtype). Returns how many tensors changed dtype.
+pub fn cast(model_dir: &Path, output: &Path, dtype: DType) -> anyhow::Result<usize> {
+    let mut tensors = load_all(model_dir)?;
+    let mut changed = 0;
+    for tensor in tensors.values_mut() {
+        if tensor.dtype().is_float() && tensor.dtype() != dtype {
+            *tensor = tensor.to_dtype(dtype)?;
+            changed += 1;
+        }
+    }
+    write_model_dir(model_dir, output, &tensors)?;
+    Ok(changed)
+}
+
 /// Writes tensors as a safetensors file through a temporary file beside `path` (renamed when complete).
 pub fn save_atomic(
     tensors: &std::collections::HashMap<String, candle_core::Tensor>,
@@ -214,5 +229,24 @@ mod tests {
         let names: Vec<_> =
             weight_files(dir.path()).unwrap().iter().map(|p| p.file_name().unwrap().to_owned()).collect();
         assert_eq!(names, ["model-00001.safetensors", "model-00002.safetensors"]);
+    }
+
+    #[test]
+    fn cast_stores_every_weight_in_the_new_dtype_and_the_model_still_loads() {
+        use crate::engine::preset::{self, InstructionChoice, Preset};
+        let dir = tempfile::tempdir().unwrap();
+        let (f32_dir, bf16_dir) = (dir.path().join("f32"), dir.path().join("bf16"));
+        preset::init(Preset::Tiny, InstructionChoice::Prompt, &f32_dir, 0).unwrap();
+        let before = load_all(&f32_dir).unwrap();
+        assert_eq!(cast(&f32_dir, &bf16_dir, DType::BF16).unwrap(), before.len());
+        let after = load_all(&bf16_dir).unwrap();
+        assert_eq!(after.len(), before.len());
+        for (name, tensor) in &after {
+            assert_eq!(tensor.dtype(), DType::BF16, "{name}");
+            let rounded = before[name].to_dtype(DType::BF16).unwrap();
+            let diff = (tensor.to_dtype(DType::F32).unwrap() - rounded.to_dtype(DType::F32).unwrap()).unwrap();
+            assert_eq!(diff.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0, "{name}");
+        }
+        crate::engine::model::Model::load(&bf16_dir, &Device::Cpu).unwrap();
     }
 }
