@@ -279,3 +279,37 @@ fn render_with_a_model_shows_its_pages() {
     // The tiny preset's 512 px pages, not the default 1024.
     assert_eq!(image::image_dimensions(&page).unwrap(), (512, 512));
 }
+
+/// Sets `deepsynth.instruction_first` in a model directory's config.json.
+fn put_instruction_first(model: &Path) {
+    let path = model.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["deepsynth"]["instruction_first"] = true.into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+}
+
+#[test]
+fn instruction_first_puts_the_question_before_the_page() {
+    use deepsynth::engine::model::Model;
+    let dir = tempfile::tempdir().unwrap();
+    let path = init(dir.path(), 4, &[]);
+    let cpu = candle_core::Device::Cpu;
+    let after = Model::load(&path, &cpu).unwrap();
+    let image = after.tokenizer.image;
+    let tokens = |text: &str| after.tokenizer.encode(text).unwrap();
+    let ids = after.prompt_ids(3, "Why?").unwrap();
+    assert_eq!(ids, [vec![after.tokenizer.bos], vec![image; 3], tokens("\nWhy?")].concat());
+
+    put_instruction_first(&path);
+    let first = Model::load(&path, &cpu).unwrap();
+    let ids = first.prompt_ids(3, "Why?").unwrap();
+    assert_eq!(ids, [vec![first.tokenizer.bos], tokens("Why?\n"), vec![image; 3], tokens("\n")].concat());
+    let answer = instruct_json(&path, DOC, "Who is the customer?", &[]);
+    assert!(answer["answer"].is_string(), "{answer}");
+
+    // An instruction encoder's states have no place before the page.
+    let encoder = init(dir.path(), 5, &["--instruction", "qwen2"]);
+    put_instruction_first(&encoder);
+    let err = format!("{:#}", Model::load(&encoder, &cpu).err().unwrap());
+    assert!(err.contains("instruction_first") && err.contains("config.json"), "{err}");
+}

@@ -26,6 +26,10 @@ pub struct DeepsynthConfig {
     pub render: RenderConfig,
     /// Instruction tokens in the prompt (DeepSeek-OCR's way, the default) or through an instruction encoder.
     pub instruction: InstructionConfig,
+    /// Prompt mode: the instruction before the page (`<instruction>\n<image>\n`) instead of after it, so that the
+    /// decoder reads the page already knowing the question.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub instruction_first: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -87,6 +87,11 @@ impl Model {
             tokenizer.image,
             config.decoder.vocab_size
         );
+        ensure!(
+            !(config.deepsynth.instruction_first && config.deepsynth.instruction.mode != InstructionMode::Prompt),
+            "{}: deepsynth.instruction_first needs the instruction in the prompt (mode \"prompt\")",
+            dir.join(CONFIG).display()
+        );
         let vision = DeepEncoder::new(&config.sam, &config.clip, &config.projector, vb.clone())?;
         let instruction = match &config.deepsynth.instruction.mode {
             InstructionMode::Prompt => None,
@@ -209,12 +214,18 @@ impl Model {
     }
 
     /// The prompt's ids: BOS, one `<image>` per visual token, then "\n" and the instruction (DeepSeek-OCR's
-    /// `<image>\n<instruction>`).
+    /// `<image>\n<instruction>`); with `instruction_first`, `<instruction>\n<image>\n`.
     pub fn prompt_ids(&self, vision_tokens: usize, instruction: &str) -> anyhow::Result<Vec<u32>> {
         let mut ids = Vec::with_capacity(vision_tokens + instruction.len() + 2);
         ids.push(self.tokenizer.bos);
-        ids.extend(std::iter::repeat_n(self.tokenizer.image, vision_tokens));
-        ids.extend(self.tokenizer.encode(&format!("\n{instruction}"))?);
+        if self.config.deepsynth.instruction_first {
+            ids.extend(self.tokenizer.encode(&format!("{instruction}\n"))?);
+            ids.extend(std::iter::repeat_n(self.tokenizer.image, vision_tokens));
+            ids.extend(self.tokenizer.encode("\n")?);
+        } else {
+            ids.extend(std::iter::repeat_n(self.tokenizer.image, vision_tokens));
+            ids.extend(self.tokenizer.encode(&format!("\n{instruction}"))?);
+        }
         Ok(ids)
     }
 
