@@ -5,6 +5,7 @@
 //! Person cards are what the reading recipe trains on (configs/pretrain-tiny-qa.toml); ticket cards have keys such a
 //! model never saw: a new kind of document, for fine-tuning it.
 
+use clap::ValueEnum;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -60,18 +61,6 @@ impl Card {
 }
 
 impl Field {
-    const ALL: [Field; 9] = [
-        Field::Name,
-        Field::City,
-        Field::Colour,
-        Field::Year,
-        Field::Code,
-        Field::Flight,
-        Field::Gate,
-        Field::Seat,
-        Field::Zone,
-    ];
-
     fn key(self) -> &'static str {
         match self {
             Field::Name => "Name",
@@ -110,18 +99,17 @@ impl Field {
             (Field::Year, _) => rng.random_range(1900..2030).to_string(),
             (Field::Code, _) => (0..4).map(|_| char::from(*CODE_CHARS.choose(rng).expect("non-empty"))).collect(),
             (Field::Flight, _) => {
-                let airline: String = (0..2).map(|_| char::from(b'A' + rng.random_range(0..26u8))).collect();
-                format!("{airline}{}", rng.random_range(10..10000))
+                format!("{}{}{}", capital(rng, 26), capital(rng, 26), rng.random_range(10..10000))
             }
-            (Field::Gate, _) => format!("{}{}", char::from(b'A' + rng.random_range(0..8u8)), rng.random_range(1..40)),
-            (Field::Seat, _) => format!("{}{}", rng.random_range(1..40), char::from(b'A' + rng.random_range(0..6u8))),
-            (Field::Zone, _) => format!("{}{}", char::from(b'A' + rng.random_range(0..26u8)), rng.random_range(1..10)),
+            (Field::Gate, _) => format!("{}{}", capital(rng, 8), rng.random_range(1..40)),
+            (Field::Seat, _) => format!("{}{}", rng.random_range(1..40), capital(rng, 6)),
+            (Field::Zone, _) => format!("{}{}", capital(rng, 26), rng.random_range(1..10)),
         }
     }
 
     /// The field an instruction made by [`generate`] asks about.
     pub fn asked_in(instruction: &str) -> Option<Field> {
-        Field::ALL.into_iter().find(|f| instruction == question(*f))
+        Card::value_variants().iter().flat_map(|c| c.fields()).copied().find(|f| instruction == question(*f))
     }
 
     /// Whether `answer` is the right kind of value for this field (whatever the card says), for cards made from
@@ -141,6 +129,11 @@ impl Field {
             Field::Seat => answer.strip_suffix(|c: char| c.is_ascii_uppercase()).is_some_and(digits),
         }
     }
+}
+
+/// One of the first `n` capital letters.
+fn capital(rng: &mut ChaCha8Rng, n: u8) -> char {
+    char::from(b'A' + rng.random_range(0..n))
 }
 
 fn digits(s: &str) -> bool {
@@ -289,7 +282,7 @@ mod tests {
             assert!(Card::Ticket.fields().contains(&field), "{r:?}");
             assert!(field.accepts(&r.answer), "{r:?}");
             assert!(r.text.lines().any(|line| line == format!("{}: {}", field.key(), r.answer)), "{r:?}");
-            // The bundled reader's page holds 16 characters a line.
+            // The reader preset's page holds 16 characters a line.
             assert!(r.text.lines().all(|l| l.len() <= 16) && (3..=4).contains(&r.text.lines().count()), "{r:?}");
         }
     }
