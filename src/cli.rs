@@ -62,6 +62,8 @@ pub enum Command {
     Merge(MergeArgs),
     /// Rewrite a model directory with its weights in another dtype (bf16 halves an f32 checkpoint).
     Cast(CastArgs),
+    /// Deepen a model's decoder: new layers that leave its answers unchanged until trained (block expansion).
+    Grow(GrowArgs),
     /// Run the whole pipeline on bundled data with a tiny model, on the CPU, in minutes.
     Quickstart(QuickstartArgs),
 }
@@ -358,6 +360,22 @@ pub struct CastArgs {
     pub output: PathBuf,
 }
 
+#[derive(Debug, Args)]
+#[command(after_help = "Example (the tiny reading recipe's stage 2, BENCHMARKS.md):\n  \
+                        deepsynth grow --model runs/ocr-anneal/final --before 1,2 --output runs/reader-5-layers")]
+pub struct GrowArgs {
+    /// Model directory.
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// Insert a copy of each of these decoder layers (0-based) before it, with its attention output and MLP down
+    /// projections zeroed.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub before: Vec<usize>,
+    /// Output model directory (config.json, tokenizer.json, model.safetensors).
+    #[arg(long, short)]
+    pub output: PathBuf,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum CastDtype {
     F32,
@@ -585,6 +603,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(args) => run_inspect(args),
         Command::Merge(args) => run_merge(args),
         Command::Cast(args) => run_cast(args),
+        Command::Grow(args) => {
+            let layers = crate::engine::grow::grow(&args.model, &args.output, &args.before)?;
+            eprintln!("deepsynth grow: {layers} decoder layers -> {}", args.output.display());
+            Ok(())
+        }
         Command::Quickstart(args) => quickstart::run(&quickstart::Options {
             output: args.output,
             steps: args.steps,

@@ -147,12 +147,23 @@ pub fn load_all(dir: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
 
 /// Writes `output` as a model directory: `base`'s config.json and tokenizer.json with `tensors` as its weights.
 pub fn write_model_dir(base: &Path, output: &Path, tensors: &HashMap<String, Tensor>) -> anyhow::Result<()> {
+    let path = base.join(CONFIG);
+    let config = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    write_model_dir_with_config(base, output, &config, tensors)
+}
+
+/// [`write_model_dir`] with another config.json (the bytes of `config`).
+pub fn write_model_dir_with_config(
+    base: &Path,
+    output: &Path,
+    config: &[u8],
+    tensors: &HashMap<String, Tensor>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(output).with_context(|| format!("cannot create {}", output.display()))?;
-    for file in [CONFIG, TOKENIZER] {
-        let path = base.join(file);
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        crate::data::io::write_atomic(&output.join(file), &bytes)?;
-    }
+    crate::data::io::write_atomic(&output.join(CONFIG), config)?;
+    let path = base.join(TOKENIZER);
+    let tokenizer = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    crate::data::io::write_atomic(&output.join(TOKENIZER), &tokenizer)?;
     save_atomic(tensors, &output.join(WEIGHTS))
 }
 
