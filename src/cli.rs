@@ -361,8 +361,8 @@ pub struct CastArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Example (the tiny reading recipe's stage 2, BENCHMARKS.md):\n  \
-                        deepsynth grow --model runs/ocr-anneal/final --before 1,2 --output runs/reader-5-layers")]
+#[command(after_help = "Example (the tiny reading recipe's stage 2b, configs/pretrain-tiny-qa-grown.toml):\n  \
+                        deepsynth grow --model runs/pretrain-tiny/qa/final --before 1,2 --output runs/pretrain-tiny/qa-5-layers")]
 pub struct GrowArgs {
     /// Model directory.
     #[arg(long, short)]
