@@ -489,6 +489,10 @@ pub struct SynthArgs {
     /// Lines a card has, at most (1-5, not below --min-fields).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub max_fields: u8,
+    /// qa only: ask only about these fields of the card (e.g. city,code), each card holding all of them, so that
+    /// keys a model confuses stand side by side.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub ask: Vec<synth::Field>,
 }
 
 #[derive(Debug, Args)]
@@ -794,7 +798,15 @@ fn run_synth(args: SynthArgs) -> Result<()> {
     let records = {
         anyhow::ensure!(args.min_fields <= args.max_fields, "--min-fields is above --max-fields");
         let fields = usize::from(args.min_fields)..=usize::from(args.max_fields);
-        synth::generate_sized(args.count, args.seed, args.task, args.values, args.card, fields)
+        if !args.ask.is_empty() {
+            anyhow::ensure!(args.task == Task::Qa, "--ask is for --task qa (the other tasks ask no question)");
+            for (i, f) in args.ask.iter().enumerate() {
+                let key = f.key().to_lowercase();
+                anyhow::ensure!(args.card.fields().contains(f), "--ask {key}: a {:?} card has no such line", args.card);
+                anyhow::ensure!(!args.ask[..i].contains(f), "--ask names {key} twice");
+            }
+        }
+        synth::generate_sized(args.count, args.seed, args.task, args.values, args.card, fields, &args.ask)
     };
     let mut writer = crate::data::io::JsonlWriter::create(&args.output)?;
     for record in records {

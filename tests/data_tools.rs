@@ -1,4 +1,4 @@
-//! `deepsynth data mix|split|validate` on small record files built in temporary folders.
+//! `deepsynth data mix|split|validate|synth` on small record files built in temporary folders.
 
 mod common;
 
@@ -353,4 +353,28 @@ fn validate_limits_count_characters_not_bytes() {
 fn validate_missing_file_is_an_error() {
     let err = fails(["data", "validate", "/nonexistent/records.jsonl"]);
     assert!(err.contains("cannot open /nonexistent/records.jsonl"), "{err}");
+}
+
+#[test]
+fn synth_ask_puts_the_asked_keys_on_every_card_and_refuses_what_it_cannot_ask() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cc.jsonl");
+    let synth = |extra: &[&str]| {
+        let mut args = vec!["data", "synth", "--count", "40", "--values", "random", "--output", s(&out)];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    ok(synth(&["--ask", "city,code"]));
+    let recs = read_records(&out);
+    assert_eq!(recs.len(), 40);
+    for r in &recs {
+        assert!(r.text.contains("City: ") && r.text.contains("Code: "), "{r:?}");
+        assert!(["What is the city?", "What is the code?"].contains(&r.instruction.as_str()), "{r:?}");
+    }
+    std::fs::remove_file(&out).unwrap();
+    let err = fails(synth(&["--ask", "gate"]));
+    assert!(err.contains("--ask gate") && err.contains("Person"), "{err}");
+    assert!(fails(synth(&["--ask", "city,city"])).contains("twice"));
+    assert!(fails(synth(&["--ask", "city", "--task", "ocr"])).contains("--task qa"));
+    assert!(!out.exists(), "nothing written on a refused command");
 }

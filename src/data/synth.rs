@@ -27,7 +27,7 @@ const GLYPHS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 const CODE_CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 
 /// The kinds of fact a card holds: a person card's, then a ticket card's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Field {
     Name,
     City,
@@ -52,7 +52,7 @@ pub enum Card {
 }
 
 impl Card {
-    fn fields(self) -> &'static [Field] {
+    pub fn fields(self) -> &'static [Field] {
         match self {
             Card::Person => &[Field::Name, Field::City, Field::Colour, Field::Year, Field::Code],
             Card::Ticket => &[Field::Flight, Field::Gate, Field::Seat, Field::Zone],
@@ -61,7 +61,7 @@ impl Card {
 }
 
 impl Field {
-    fn key(self) -> &'static str {
+    pub fn key(self) -> &'static str {
         match self {
             Field::Name => "Name",
             Field::City => "City",
@@ -169,11 +169,12 @@ pub enum Values {
 
 /// `count` records from `seed`: person cards of 3-5 fields in random order.
 pub fn generate(count: usize, seed: u64, task: Task, source: Values) -> Vec<Record> {
-    generate_sized(count, seed, task, source, Card::Person, 3..=5)
+    generate_sized(count, seed, task, source, Card::Person, 3..=5, &[])
 }
 
 /// [`generate`] for `card`s with `fields` lines a card (1 to 5, at most the card's fields; short cards first is a
-/// reading curriculum).
+/// reading curriculum). A non-empty `ask` puts every one of those fields on each card and asks only about them:
+/// keys a model confuses, side by side (more lines than the range allows when it holds more fields than that).
 pub fn generate_sized(
     count: usize,
     seed: u64,
@@ -181,6 +182,7 @@ pub fn generate_sized(
     source: Values,
     card: Card,
     fields_range: std::ops::RangeInclusive<usize>,
+    ask: &[Field],
 ) -> Vec<Record> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..count)
@@ -197,14 +199,26 @@ pub fn generate_sized(
                     .join("\n");
                 return Record::new(id, "synth", text.clone(), "Free OCR.", vec![text]);
             }
-            let mut fields = card.fields().to_vec();
-            fields.shuffle(&mut rng);
-            fields.truncate(rng.random_range(fields_range.clone()));
+            let fields = if ask.is_empty() {
+                let mut fields = card.fields().to_vec();
+                fields.shuffle(&mut rng);
+                fields.truncate(rng.random_range(fields_range.clone()));
+                fields
+            } else {
+                let mut others: Vec<Field> = card.fields().iter().filter(|f| !ask.contains(f)).copied().collect();
+                others.shuffle(&mut rng);
+                others.truncate(rng.random_range(fields_range.clone()).saturating_sub(ask.len()));
+                let mut fields = [ask, &others].concat();
+                fields.shuffle(&mut rng);
+                fields
+            };
             let values: Vec<(Field, String)> = fields.iter().map(|&f| (f, f.value(&mut rng, source))).collect();
             let text = values.iter().map(|(f, v)| format!("{}: {v}", f.key())).collect::<Vec<_>>().join("\n");
             match task {
                 Task::Qa => {
-                    let (field, value) = values.choose(&mut rng).expect("at least 1 field").clone();
+                    let askable: Vec<&(Field, String)> =
+                        values.iter().filter(|(f, _)| ask.is_empty() || ask.contains(f)).collect();
+                    let (field, value) = (*askable.choose(&mut rng).expect("at least 1 field")).clone();
                     Record::new(id, "synth", text, question(field), vec![value])
                 }
                 Task::Ocr | Task::Glyphs => Record::new(id, "synth", text.clone(), "Free OCR.", vec![text]),
@@ -234,15 +248,15 @@ mod tests {
 
     #[test]
     fn card_sizes_follow_the_range() {
-        let one = generate_sized(50, 2, Task::Ocr, Values::Random, Card::Person, 1..=1);
+        let one = generate_sized(50, 2, Task::Ocr, Values::Random, Card::Person, 1..=1, &[]);
         assert!(one.iter().all(|r| r.text.lines().count() == 1 && r.answer == r.text));
         let sizes: std::collections::BTreeSet<usize> =
-            generate_sized(200, 2, Task::Qa, Values::Pools, Card::Person, 2..=4)
+            generate_sized(200, 2, Task::Qa, Values::Pools, Card::Person, 2..=4, &[])
                 .iter()
                 .map(|r| r.text.lines().count())
                 .collect();
         assert_eq!(sizes.into_iter().collect::<Vec<_>>(), [2, 3, 4]);
-        let glyphs = generate_sized(100, 2, Task::Glyphs, Values::Random, Card::Person, 1..=2);
+        let glyphs = generate_sized(100, 2, Task::Glyphs, Values::Random, Card::Person, 1..=2, &[]);
         for r in &glyphs {
             assert!(r.answer == r.text && r.instruction == "Free OCR." && (1..=2).contains(&r.text.lines().count()));
             assert!(r
@@ -276,7 +290,7 @@ mod tests {
 
     #[test]
     fn ticket_cards_ask_about_their_own_fields() {
-        let records = generate_sized(200, 6, Task::Qa, Values::Pools, Card::Ticket, 3..=5);
+        let records = generate_sized(200, 6, Task::Qa, Values::Pools, Card::Ticket, 3..=5, &[]);
         for r in &records {
             let field = Field::asked_in(&r.instruction).expect("a known question");
             assert!(Card::Ticket.fields().contains(&field), "{r:?}");
@@ -285,5 +299,27 @@ mod tests {
             // The reader preset's page holds 16 characters a line.
             assert!(r.text.lines().all(|l| l.len() <= 16) && (3..=4).contains(&r.text.lines().count()), "{r:?}");
         }
+    }
+
+    #[test]
+    fn asked_fields_stand_side_by_side() {
+        let ask = [Field::City, Field::Code];
+        let records = generate_sized(100, 7, Task::Qa, Values::Random, Card::Person, 3..=4, &ask);
+        let mut asked = std::collections::BTreeSet::new();
+        for r in &records {
+            let field = Field::asked_in(&r.instruction).expect("a known question");
+            asked.insert(field.key());
+            assert!(ask.contains(&field), "{r:?}");
+            assert!(r.text.lines().any(|line| line == format!("{}: {}", field.key(), r.answer)), "{r:?}");
+            assert!(
+                r.text.contains("City: ") && r.text.contains("Code: ") && (3..=4).contains(&r.text.lines().count())
+            );
+        }
+        assert_eq!(asked.into_iter().collect::<Vec<_>>(), ["City", "Code"]);
+        // Without `ask` the cards are those the recipe's seeds have always made.
+        assert_eq!(
+            generate_sized(20, 7, Task::Qa, Values::Random, Card::Person, 3..=5, &[]),
+            generate(20, 7, Task::Qa, Values::Random)
+        );
     }
 }
