@@ -205,9 +205,10 @@ pub struct RenderArgs {
     /// Resolution mode, for an image document: tiny 512, small 640, base 1024, large 1280 px.
     #[arg(long, value_enum, default_value_t = Mode::Base)]
     pub mode: Mode,
-    /// Render as this model directory does (its page size, type size and mode), instead of the options above.
+    /// Render as this model does (its page size, type size and mode), instead of the options above: a model
+    /// directory, or tiny-reader (the bundled reader).
     #[arg(long, conflicts_with_all = ["width", "height", "font_size", "line_pitch", "margin", "mode"])]
-    pub model: Option<PathBuf>,
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -233,9 +234,10 @@ pub struct InitArgs {
 /// Where a model comes from and what runs it.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Model directory (config.json, model.safetensors or an index with shards, tokenizer.json), or a Hugging
-    /// Face Hub id (fetched when online, e.g. deepseek-ai/DeepSeek-OCR).
-    #[arg(long, short)]
+    /// Model directory (config.json, model.safetensors or an index with shards, tokenizer.json), a Hugging Face
+    /// Hub id (fetched when online, e.g. deepseek-ai/DeepSeek-OCR), or tiny-reader: the small reader bundled with
+    /// deepsynth.
+    #[arg(long, short, default_value = crate::engine::bundled::NAME)]
     pub model: String,
     /// Compute device: cpu, or cuda / cuda:N (builds with `--features cuda`).
     #[arg(long, default_value = "cpu")]
@@ -479,8 +481,8 @@ pub struct SynthArgs {
     /// codes are always fresh).
     #[arg(long, value_enum, default_value_t = Values::Pools)]
     pub values: Values,
-    /// person: Name, City, Colour, Year, Code; ticket: Flight, Gate, Seat, Zone (always random values; keys a model
-    /// trained on person cards has never seen).
+    /// person: Name, City, Colour, Year, Code (what the bundled reader was trained on); ticket: Flight, Gate, Seat,
+    /// Zone (keys it never saw).
     #[arg(long, value_enum, default_value_t = Card::Person)]
     pub card: Card,
     /// Lines a card has, at least (1-5).
@@ -496,9 +498,12 @@ pub struct SynthArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Runs offline, in minutes on a laptop CPU: initialises the tiny model, converts the bundled \
-                        samples of each dataset and makes synthetic reading cards, evaluates, trains, evaluates on \
-                        held-out cards, answers one question, and prints the next commands to try.")]
+#[command(
+    after_help = "Runs offline, in minutes on a laptop CPU: loads the bundled tiny reader, converts the bundled \
+                        samples of each dataset, makes reading cards of a kind the reader has never seen (tickets), \
+                        evaluates, fine-tunes, evaluates again on held-out cards, answers one question, and prints \
+                        the next commands to try."
+)]
 pub struct QuickstartArgs {
     /// Folder for everything it writes (replaced if an earlier quickstart made it).
     #[arg(long, short, default_value = "deepsynth-quickstart")]
@@ -506,14 +511,15 @@ pub struct QuickstartArgs {
     /// Training steps (batches of 8).
     #[arg(long, default_value_t = 300)]
     pub steps: usize,
-    /// Synthetic training cards (a quarter as many fresh ones, at least 16, are held out).
-    #[arg(long, default_value_t = 400)]
+    /// Ticket cards to train on (half as many person cards join them; a tenth as many fresh cards of each kind,
+    /// 16 to 100, are held out).
+    #[arg(long, default_value_t = 2000)]
     pub cards: usize,
     /// Seed of the model, the data and the training.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// full: every decoder weight trains (a model from scratch needs it); lora: adapters only.
-    #[arg(long, value_enum, default_value_t = QuickstartMethod::Full)]
+    /// lora: adapters on the bundled reader, its weights frozen; full: every decoder weight trains.
+    #[arg(long, value_enum, default_value_t = QuickstartMethod::Lora)]
     pub method: QuickstartMethod,
 }
 
@@ -621,7 +627,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 QuickstartMethod::Full => Method::Full,
                 QuickstartMethod::Lora => Method::Lora,
             },
-        }),
+        })
+        .map(|_| ()),
     }
 }
 
@@ -653,7 +660,8 @@ fn run_render(args: RenderArgs) -> Result<()> {
         margin: args.margin,
     };
     let (config, mode) = match &args.model {
-        Some(dir) => {
+        Some(spec) => {
+            let dir = checkpoint::resolve(spec)?;
             let model = crate::engine::config::ModelConfig::from_file(&dir.join(checkpoint::CONFIG))?;
             (model.deepsynth.render, model.deepsynth.mode)
         }

@@ -313,3 +313,34 @@ fn instruction_first_puts_the_question_before_the_page() {
     let err = format!("{:#}", Model::load(&encoder, &cpu).err().unwrap());
     assert!(err.contains("instruction_first") && err.contains("config.json"), "{err}");
 }
+
+#[test]
+fn the_bundled_reader_is_the_default_and_reads_fresh_cards() {
+    let cache = tempfile::tempdir().unwrap();
+    // Cards written for this test (no generator made them): random-looking values only reading gets right.
+    let cards = [
+        ("Name: Tobrek\nCity: Wansivo\nYear: 1937", "What is the city?", "Wansivo"),
+        ("Code: 4HZP\nColour: mauve\nName: Ilvany", "What is the code?", "4HZP"),
+        ("Year: 2011\nName: Qesta\nCode: R2DK\nCity: Pobly", "What is the name?", "Qesta"),
+        ("Colour: dusk\nCity: Vremont\nCode: 7MMA", "What is the colour?", "dusk"),
+        ("City: Ozzaro\nCode: KB5W\nYear: 1968\nColour: teal\nName: Huxi", "What is the year?", "1968"),
+        ("Name: Falbin\nCode: ZU8X\nCity: Glemsk", "What is the code?", "ZU8X"),
+        ("Colour: ochre\nYear: 1904\nCity: Narwex\nName: Jodie", "What is the city?", "Narwex"),
+        ("Code: H3TV\nName: Pirrow\nColour: lilac\nYear: 1999", "What is the name?", "Pirrow"),
+    ];
+    let mut right = Vec::new();
+    for (document, instruction, gold) in cards {
+        let out = Command::new(env!("CARGO_BIN_EXE_deepsynth"))
+            .args(["instruct", "--document", document, "--instruction", instruction, "--json"])
+            .env("DEEPSYNTH_CACHE", cache.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        right.push((answer["answer"] == gold, gold, answer["answer"].clone()));
+    }
+    // A model that does not read gets none of these; the reader gets nine in ten of such cards.
+    assert!(right.iter().filter(|r| r.0).count() >= 7, "{right:?}");
+    // The bundled files were written once, under the cache folder.
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
+}

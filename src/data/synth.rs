@@ -5,7 +5,6 @@
 //! Person cards are what the reading recipe trains on (configs/pretrain-tiny-qa.toml); ticket cards have keys such a
 //! model never saw: a new kind of document, for fine-tuning it.
 
-use clap::ValueEnum;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -106,38 +105,11 @@ impl Field {
             (Field::Zone, _) => format!("{}{}", capital(rng, 26), rng.random_range(1..10)),
         }
     }
-
-    /// The field an instruction made by [`generate`] asks about.
-    pub fn asked_in(instruction: &str) -> Option<Field> {
-        Card::value_variants().iter().flat_map(|c| c.fields()).copied().find(|f| instruction == question(*f))
-    }
-
-    /// Whether `answer` is the right kind of value for this field (whatever the card says), for cards made from
-    /// [`Values::Pools`].
-    pub fn accepts(self, answer: &str) -> bool {
-        match self {
-            Field::Name => NAMES.contains(&answer),
-            Field::City => CITIES.contains(&answer),
-            Field::Colour => COLOURS.contains(&answer),
-            Field::Year => answer.len() == 4 && answer.bytes().all(|b| b.is_ascii_digit()),
-            Field::Code => answer.len() == 4 && answer.bytes().all(|b| CODE_CHARS.contains(&b)),
-            Field::Flight => {
-                let (airline, number) = answer.split_at(answer.len().min(2));
-                airline.bytes().all(|b| b.is_ascii_uppercase()) && (2..=4).contains(&number.len()) && digits(number)
-            }
-            Field::Gate | Field::Zone => answer.strip_prefix(|c: char| c.is_ascii_uppercase()).is_some_and(digits),
-            Field::Seat => answer.strip_suffix(|c: char| c.is_ascii_uppercase()).is_some_and(digits),
-        }
-    }
 }
 
 /// One of the first `n` capital letters.
 fn capital(rng: &mut ChaCha8Rng, n: u8) -> char {
     char::from(b'A' + rng.random_range(0..n))
-}
-
-fn digits(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn question(field: Field) -> String {
@@ -230,6 +202,37 @@ pub fn generate_sized(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::ValueEnum;
+
+    /// Checks on what the generator made: which field a question asks, whether a value has its field's shape.
+    impl Field {
+        /// The field an instruction made by [`generate`] asks about.
+        fn asked_in(instruction: &str) -> Option<Field> {
+            Card::value_variants().iter().flat_map(|c| c.fields()).copied().find(|f| instruction == question(*f))
+        }
+
+        /// Whether `answer` is the right kind of value for this field (whatever the card says), for cards made from
+        /// [`Values::Pools`].
+        fn accepts(self, answer: &str) -> bool {
+            match self {
+                Field::Name => NAMES.contains(&answer),
+                Field::City => CITIES.contains(&answer),
+                Field::Colour => COLOURS.contains(&answer),
+                Field::Year => answer.len() == 4 && answer.bytes().all(|b| b.is_ascii_digit()),
+                Field::Code => answer.len() == 4 && answer.bytes().all(|b| CODE_CHARS.contains(&b)),
+                Field::Flight => {
+                    let (airline, number) = answer.split_at(answer.len().min(2));
+                    airline.bytes().all(|b| b.is_ascii_uppercase()) && (2..=4).contains(&number.len()) && digits(number)
+                }
+                Field::Gate | Field::Zone => answer.strip_prefix(|c: char| c.is_ascii_uppercase()).is_some_and(digits),
+                Field::Seat => answer.strip_suffix(|c: char| c.is_ascii_uppercase()).is_some_and(digits),
+            }
+        }
+    }
+
+    fn digits(s: &str) -> bool {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+    }
 
     #[test]
     fn cards_answer_their_question_and_are_seeded() {

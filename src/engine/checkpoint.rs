@@ -21,11 +21,18 @@ pub fn resolve(spec: &str) -> anyhow::Result<PathBuf> {
     if path.is_dir() {
         return Ok(path.to_path_buf());
     }
+    if spec == super::bundled::NAME {
+        return super::bundled::dir();
+    }
     if path.exists() {
         bail!("--model {spec}: not a directory (a model directory holds {CONFIG}, {WEIGHTS} and {TOKENIZER})");
     }
     if !looks_like_hub_id(spec) {
-        bail!("--model {spec}: no such directory (make one with `deepsynth init --preset tiny --output DIR`)");
+        bail!(
+            "--model {spec}: no such directory (`{}` is the bundled reader; make a new model with `deepsynth init \
+             --preset tiny --output DIR`)",
+            super::bundled::NAME
+        );
     }
     fetch_from_hub(spec).with_context(|| {
         format!(
@@ -259,5 +266,10 @@ mod tests {
             assert_eq!(diff.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0, "{name}");
         }
         crate::engine::model::Model::load(&bf16_dir, &Device::Cpu).unwrap();
+    }
+
+    #[test]
+    fn the_bundled_name_resolves_to_the_bundled_model() {
+        assert_eq!(resolve(crate::engine::bundled::NAME).unwrap(), crate::engine::bundled::dir().unwrap());
     }
 }

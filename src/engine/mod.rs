@@ -1,10 +1,11 @@
 //! The model: `model` puts the parts together (the `vision` encoder, the language `decoder`) over a model
-//! directory (`config`, `checkpoint`, `tokenizer`); `preset` makes new ones, `grow` deepens one; `sample` picks
-//! tokens; `linear`, `norm` and `rope` are the building blocks the parts share.
+//! directory (`config`, `checkpoint`, `tokenizer`); `preset` makes new ones, `grow` deepens one, `bundled` is the
+//! one shipped; `sample` picks tokens; `linear`, `norm` and `rope` are the building blocks the parts share.
 //!
 //! Module trees mirror checkpoint tensor names, so a tensor's code is found by its name. Every op on a training
 //! path has a backward pass: candle's fused softmax / RMSNorm / RoPE kernels record none (DESIGN.md section 3).
 
+pub mod bundled;
 pub mod checkpoint;
 pub mod config;
 pub mod decoder;
