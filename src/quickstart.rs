@@ -90,7 +90,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
     println!(
         "    {} parameters, pretrained to read pages of up to 8 lines of 16 characters (configs/pretrain-tiny-*.toml) \
          -> {}",
-        format_params(checkpoint::load_all(&model_dir)?.values().map(|t| t.elem_count()).sum()),
+        format_params(checkpoint::parameter_count(&model_dir)?),
         model_dir.display()
     );
 
@@ -225,7 +225,7 @@ fn print_scores(label: &str, [tickets, people]: &[Scores; 2]) {
 }
 
 /// Writes the bundled samples in their real formats and converts each with its converter.
-fn convert_bundled(dir: &Path) -> anyhow::Result<usize> {
+fn convert_bundled(dir: &Path) -> anyhow::Result<u64> {
     let raw = dir.join("raw");
     for (name, bytes) in BUNDLED_FILES {
         let path = raw.join(name);
@@ -235,10 +235,9 @@ fn convert_bundled(dir: &Path) -> anyhow::Result<usize> {
     let mut records = 0;
     for (i, (dataset, input, split)) in CONVERSIONS.into_iter().enumerate() {
         let output = dir.join(format!("{i}-{}.jsonl", dataset.name()));
-        let mut opts = ConvertOptions::new(vec![raw.join(input)], output.clone());
+        let mut opts = ConvertOptions::new(vec![raw.join(input)], output);
         opts.split = split.map(String::from);
-        convert::convert(dataset, &opts)?;
-        records += crate::data::jsonl::read_records(&output)?.len();
+        records += convert::convert(dataset, &opts)?.written;
     }
     Ok(records)
 }

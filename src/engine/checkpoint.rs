@@ -152,6 +152,15 @@ pub fn load_all(dir: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
         .with_context(|| format!("reading the weights of {}", dir.display()))
 }
 
+/// How many weights a model directory holds, from the safetensors headers (no tensor is read).
+pub fn parameter_count(dir: &Path) -> anyhow::Result<usize> {
+    let files = weight_files(dir)?;
+    // SAFETY: see `var_builder`.
+    let weights = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }
+        .with_context(|| format!("opening the weights of {}", dir.display()))?;
+    Ok(weights.tensors().iter().map(|(_, view)| view.shape().iter().product::<usize>()).sum())
+}
+
 /// Writes `output` as a model directory: `base`'s config.json and tokenizer.json with `tensors` as its weights.
 pub fn write_model_dir(base: &Path, output: &Path, tensors: &HashMap<String, Tensor>) -> anyhow::Result<()> {
     let path = base.join(CONFIG);
@@ -271,5 +280,13 @@ mod tests {
     #[test]
     fn the_bundled_name_resolves_to_the_bundled_model() {
         assert_eq!(resolve(crate::engine::bundled::NAME).unwrap(), crate::engine::bundled::dir().unwrap());
+    }
+
+    #[test]
+    fn the_parameter_count_is_every_weight_read() {
+        let dir = crate::engine::bundled::dir().unwrap();
+        let read: usize = load_all(&dir).unwrap().values().map(Tensor::elem_count).sum();
+        assert_eq!(parameter_count(&dir).unwrap(), read);
+        assert!(read > 5_000_000, "{read}");
     }
 }
